@@ -1,0 +1,172 @@
+"""The ingest consumer: MQTT in, validated batches committed, then acknowledged.
+
+paho's network thread only stamps each message and puts it on a bounded queue (an
+exception in a callback would kill that thread; blocking when the queue is full is the
+backpressure: the broker keeps what we have not read). One worker thread drains the queue
+in micro-batches (up to `batch_max` messages or `batch_window_s`), classifies them, writes
+the batch to the store and only then sends the PUBACKs (paho `manual_ack`). A crash before
+the commit means redelivery from the persistent session, never loss; a crash after the
+commit but before the ack means a duplicate, which the store ignores.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ingest.mqtt import Protocol, connect
+from ingest.pipeline import Incoming, Outcome, classify
+from ingest.records import Batch
+from ingest.registry import Registry
+from ingest.store import Store
+from wire import TopicKind, subscription
+
+log = logging.getLogger(__name__)
+
+CommitListener = Callable[[Batch, float], None]
+
+
+@dataclass
+class IngestStats:
+    received: int = 0
+    readings: int = 0
+    doses: int = 0
+    rejected: int = 0
+    batches: int = 0
+    write_failures: int = 0
+    last_batch_size: int = 0
+    queue_depth: Callable[[], int] = field(default=lambda: 0, repr=False)
+
+
+class IngestConsumer:
+    def __init__(
+        self,
+        broker_url: str,
+        store: Store,
+        registry: Registry,
+        *,
+        client_id: str = "mipd-ingest",
+        protocol: Protocol = "auto",
+        batch_max: int = 1000,
+        batch_window_s: float = 0.005,
+        queue_max: int = 20_000,
+        shared_group: str | None = None,
+    ):
+        self.broker_url = broker_url
+        self.store = store
+        self.registry = registry
+        self.client_id = client_id
+        self.protocol = protocol
+        self.batch_max = batch_max
+        self.batch_window_s = batch_window_s
+        self.shared_group = shared_group
+        self._inbox: queue.Queue[Incoming] = queue.Queue(maxsize=queue_max)
+        self._listeners: list[CommitListener] = []
+        self._stopping = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._client = None
+        self.mqtt5 = False
+        self.stats = IngestStats(queue_depth=self._inbox.qsize)
+
+    def on_commit(self, listener: CommitListener) -> None:
+        """Call `listener(batch, commit_time)` after every committed batch (in the worker thread)."""
+        self._listeners.append(listener)
+
+    def _filters(self, mqtt5: bool) -> list[tuple[str, int]]:
+        kinds = (TopicKind.READING, TopicKind.DOSE, TopicKind.STATUS)
+        prefix = f"$share/{self.shared_group}/" if self.shared_group and mqtt5 else ""
+        return [(prefix + subscription(kind), 1) for kind in kinds]
+
+    def _on_message(self, client, userdata, message) -> None:
+        # Network thread: stamp and hand over, nothing else (see module docstring).
+        self._inbox.put(Incoming(message.topic, message.payload, time.time(), message.mid, message.qos))
+
+    def start(self) -> IngestConsumer:
+        self._client, self.mqtt5 = connect(
+            self.broker_url, self.client_id, protocol=self.protocol, manual_ack=True, persistent=True,
+            subscriptions=self._filters, on_message=self._on_message,
+        )
+        # Started after connect: a persistent session may redeliver before we subscribe,
+        # and those messages wait in the inbox until the worker can acknowledge them.
+        self._worker = threading.Thread(target=self._work, name="ingest-worker", daemon=True)
+        self._worker.start()
+        log.info("ingest connected to %s (MQTT %s)", self.broker_url, "5" if self.mqtt5 else "3.1.1")
+        return self
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then disconnect; unacknowledged messages stay with the broker."""
+        self._stopping.set()
+        if self._worker is not None:
+            self._worker.join(timeout=30)
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+
+    def _take_batch(self) -> list[Incoming]:
+        try:
+            first = self._inbox.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.batch_window_s
+        while len(batch) < self.batch_max:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(self._inbox.get_nowait() if remaining <= 0 else self._inbox.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return batch
+
+    def _commit(self, outcome: Outcome) -> bool:
+        delay = 0.05
+        while True:
+            try:
+                self.store.write(outcome.batch)
+                for device_id, status, received_at in outcome.statuses:
+                    self.registry.record_status(device_id, status.state, status.t, received_at, status.battery, status.firmware)
+                return True
+            except Exception:
+                self.stats.write_failures += 1
+                log.exception("store write failed; retrying in %.2f s (nothing acknowledged)", delay)
+                if self._stopping.wait(delay):
+                    return False
+                delay = min(delay * 2, 5.0)
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            messages = self._take_batch()
+            if not messages:
+                continue
+            try:
+                outcome = classify(messages, self.registry)
+            except Exception:  # a bug must not stop ingest; the messages stay unacknowledged
+                log.exception("classification failed for a batch of %d messages", len(messages))
+                continue
+            if not self._commit(outcome):
+                return
+            committed_at = time.time()
+            client = self._client
+            for topic, rejection in outcome.rejections:
+                client.publish(topic, rejection.model_dump_json(exclude_none=True), qos=1)
+            for message in messages:
+                if message.qos > 0:
+                    client.ack(message.mid, message.qos)
+            self._count(messages, outcome)
+            for listener in self._listeners:
+                try:
+                    listener(outcome.batch, committed_at)
+                except Exception:
+                    log.exception("commit listener failed")
+
+    def _count(self, messages: list[Incoming], outcome: Outcome) -> None:
+        s = self.stats
+        s.received += len(messages)
+        s.readings += len(outcome.batch.readings)
+        s.doses += len(outcome.batch.doses)
+        s.rejected += len(outcome.batch.dead_letters)
+        s.batches += 1
+        s.last_batch_size = len(messages)

@@ -1,0 +1,144 @@
+"""Which device is attached to which patient, and when.
+
+Enrollment is a time interval: device D measures patient P from `valid_from` until
+`valid_to` (open when None). A sensor moved from one patient to the next keeps its id;
+ingest resolves the patient at the reading's *measurement* time, so a late upload from
+the previous wearer still lands on the right patient.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingest.sqlite_store import connect
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS device (
+    device_id TEXT PRIMARY KEY, kind TEXT NOT NULL, vendor TEXT, registered_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS enrollment (
+    device_id TEXT NOT NULL REFERENCES device(device_id), patient_id TEXT NOT NULL,
+    valid_from REAL NOT NULL, valid_to REAL,
+    PRIMARY KEY (device_id, valid_from)
+);
+CREATE TABLE IF NOT EXISTS device_status (
+    device_id TEXT PRIMARY KEY, state TEXT NOT NULL, reported_at REAL, received_at REAL NOT NULL,
+    battery REAL, firmware TEXT
+);
+"""
+
+
+class UnknownDevice(LookupError):
+    pass
+
+
+class NotEnrolled(LookupError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    device_id: str
+    patient_id: str
+    valid_from: float
+    valid_to: float | None = None
+
+
+class Registry:
+    """Devices and enrollments in a SQLite file; lookups served from an in-memory copy
+    that is reloaded whenever another connection has committed a change."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = connect(self.path)
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+        self._version: int | None = None
+        self._devices: set[str] = set()
+        self._intervals: dict[str, list[Enrollment]] = {}
+
+    def register_device(self, device_id: str, kind: str, vendor: str | None = None) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO device (device_id, kind, vendor, registered_at) VALUES (?,?,?,?) "
+                "ON CONFLICT(device_id) DO UPDATE SET kind = excluded.kind, vendor = excluded.vendor",
+                (device_id, kind, vendor, time.time()),
+            )
+            self._version = None
+
+    def enroll(self, device_id: str, patient_id: str, valid_from: float, valid_to: float | None = None) -> Enrollment:
+        """Attach a registered device to a patient; an open enrollment of the device is closed at `valid_from`."""
+        if valid_to is not None and valid_to <= valid_from:
+            raise ValueError("valid_to must be after valid_from")
+        with self._lock:
+            if self._db.execute("SELECT 1 FROM device WHERE device_id = ?", (device_id,)).fetchone() is None:
+                raise UnknownDevice(device_id)
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "UPDATE enrollment SET valid_to = ? WHERE device_id = ? AND valid_to IS NULL AND valid_from < ?",
+                (valid_from, device_id, valid_from),
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO enrollment (device_id, patient_id, valid_from, valid_to) VALUES (?,?,?,?)",
+                (device_id, patient_id, valid_from, valid_to),
+            )
+            self._db.execute("COMMIT")
+            self._version = None
+        return Enrollment(device_id, patient_id, valid_from, valid_to)
+
+    def enrollments(self, patient_id: str | None = None) -> list[Enrollment]:
+        self._refresh()
+        every = [e for intervals in self._intervals.values() for e in intervals]
+        return [e for e in every if patient_id is None or e.patient_id == patient_id]
+
+    def devices(self) -> set[str]:
+        self._refresh()
+        return set(self._devices)
+
+    def patient_at(self, device_id: str, t: float) -> str:
+        """The patient wearing `device_id` at time `t`; raises UnknownDevice or NotEnrolled."""
+        self._refresh()
+        if device_id not in self._devices:
+            raise UnknownDevice(device_id)
+        intervals = self._intervals.get(device_id, [])
+        i = bisect.bisect_right([e.valid_from for e in intervals], t) - 1
+        if i >= 0 and (intervals[i].valid_to is None or t < intervals[i].valid_to):
+            return intervals[i].patient_id
+        raise NotEnrolled(device_id)
+
+    def record_status(self, device_id: str, state: str, reported_at: float | None, received_at: float,
+                      battery: float | None = None, firmware: str | None = None) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO device_status VALUES (?,?,?,?,?,?)",
+                (device_id, state, reported_at, received_at, battery, firmware),
+            )
+
+    def status(self, device_id: str) -> tuple[str, float] | None:
+        row = self._db.execute("SELECT state, received_at FROM device_status WHERE device_id = ?", (device_id,)).fetchone()
+        return tuple(row) if row else None
+
+    def _refresh(self) -> None:
+        with self._lock:
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if version == self._version:
+                return
+            self._devices = {row[0] for row in self._db.execute("SELECT device_id FROM device")}
+            intervals: dict[str, list[Enrollment]] = {}
+            for row in self._db.execute(
+                "SELECT device_id, patient_id, valid_from, valid_to FROM enrollment ORDER BY device_id, valid_from"
+            ):
+                intervals.setdefault(row[0], []).append(Enrollment(*row))
+            self._intervals = intervals
+            self._version = version
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+

@@ -1,0 +1,78 @@
+"""Builds the I/O shell's parts from `Settings`: broker, store, registry, ingest consumer."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ingest.broker import EmbeddedBroker
+from ingest.consumer import IngestConsumer
+from ingest.influx_store import InfluxStore
+from ingest.registry import Registry
+from ingest.sqlite_store import SqliteStore
+from ingest.store import Store
+from mipdstream.config import Settings
+
+
+def open_store(settings: Settings) -> Store:
+    if settings.store == "sqlite":
+        return SqliteStore(settings.sqlite_path)
+    return InfluxStore(
+        settings.influx_url,
+        settings.influx_database,
+        settings.spool_dir,
+        username=settings.influx_username,
+        password=settings.influx_password.get_secret_value() if settings.influx_password else None,
+        token=settings.influx_token.get_secret_value() if settings.influx_token else None,
+        retention_policy=settings.influx_retention_policy,
+        timeout_s=settings.influx_timeout_s,
+    )
+
+
+def open_registry(settings: Settings) -> Registry:
+    return Registry(settings.registry_path)
+
+
+@contextlib.contextmanager
+def broker_url(settings: Settings) -> Iterator[str]:
+    """The configured broker's URL, starting the embedded broker for `embedded`."""
+    if settings.broker_url != "embedded":
+        yield settings.broker_url
+        return
+    with EmbeddedBroker(port=settings.embedded_broker_port) as broker:
+        yield broker.url
+
+
+@dataclass
+class IngestService:
+    consumer: IngestConsumer
+    store: Store
+    registry: Registry
+    url: str
+
+
+@contextlib.contextmanager
+def ingest_service(settings: Settings) -> Iterator[IngestService]:
+    """Broker (if embedded), store, registry and a started consumer; all closed on exit."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with broker_url(settings) as url:
+        store = open_store(settings)
+        registry = open_registry(settings)
+        protocol = "3.1.1" if settings.broker_url == "embedded" else settings.mqtt_protocol
+        consumer = IngestConsumer(
+            url, store, registry,
+            client_id=settings.ingest_client_id,
+            protocol=protocol,
+            batch_max=settings.ingest_batch_max,
+            batch_window_s=settings.ingest_batch_window_ms / 1000,
+            queue_max=settings.ingest_queue_max,
+            shared_group=settings.ingest_shared_group,
+        )
+        try:
+            consumer.start()
+            yield IngestService(consumer, store, registry, url)
+        finally:
+            consumer.stop()
+            store.close()
+            registry.close()

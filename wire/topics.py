@@ -1,0 +1,63 @@
+"""MQTT topic names of the v1 wire contract.
+
+Topics carry the *device* identity and never a patient identity: a device does not know
+whom it is attached to, and a topic name leaks to every broker log. Ingest resolves the
+patient from the enrollment registry at the reading's measurement time.
+
+    mipd/v1/dev/{device_id}/reading   device -> ingest   QoS 1
+    mipd/v1/dev/{device_id}/dose      device -> ingest   QoS 1
+    mipd/v1/dev/{device_id}/status    device -> all      QoS 1, retained, Last Will "offline"
+    mipd/v1/dev/{device_id}/error     ingest -> device   QoS 1, why a message was rejected
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import NamedTuple
+
+TOPIC_ROOT = "mipd/v1/dev"
+DEVICE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+_DEVICE_ID = re.compile(rf"^{DEVICE_ID_PATTERN}$")
+
+
+class TopicKind(str, enum.Enum):
+    READING = "reading"
+    DOSE = "dose"
+    STATUS = "status"
+    ERROR = "error"
+
+
+class DeviceTopic(NamedTuple):
+    device_id: str
+    kind: TopicKind
+
+
+def valid_device_id(device_id: str) -> bool:
+    return bool(_DEVICE_ID.match(device_id))
+
+
+def device_topic(device_id: str, kind: TopicKind | str) -> str:
+    """The topic a device publishes `kind` messages on (or receives its errors on)."""
+    if not valid_device_id(device_id):
+        raise ValueError(f"invalid device id {device_id!r}: must match {DEVICE_ID_PATTERN}")
+    return f"{TOPIC_ROOT}/{device_id}/{TopicKind(kind).value}"
+
+
+def subscription(kind: TopicKind | str) -> str:
+    """The wildcard filter that matches `kind` messages of every device."""
+    return f"{TOPIC_ROOT}/+/{TopicKind(kind).value}"
+
+
+def parse_topic(topic: str) -> DeviceTopic | None:
+    """Split a topic into (device id, kind); None when it is not a v1 device topic."""
+    prefix = TOPIC_ROOT + "/"
+    if not topic.startswith(prefix):
+        return None
+    parts = topic[len(prefix):].split("/")
+    if len(parts) != 2 or not valid_device_id(parts[0]):
+        return None
+    try:
+        return DeviceTopic(parts[0], TopicKind(parts[1]))
+    except ValueError:
+        return None
