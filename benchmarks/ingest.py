@@ -1,0 +1,208 @@
+"""Ingest throughput and publish-to-commit latency through a real Mosquitto.
+
+    python benchmarks/ingest.py [--quick] [--json FILE]
+
+One publisher process (paho, QoS 1, 1,000 simulated devices, bounded in-flight window)
+streams readings; each reading's `t` is its publish time, so commit time - t is the
+publish-to-commit latency. Each store is measured twice: saturated (the publisher as fast as
+PUBACKs allow: sustained readings/s) and paced at a fixed offered load (`--paced-rate`,
+default 2,000 readings/s, i.e. 2,000 sensors reading every second): the p50/p99 latency a
+reading sees when ingest keeps up. Saturated latency is reported too; it only measures the
+broker backlog. For the same publisher, in the same run:
+
+- `raw`: a bare paho subscriber that does nothing with the messages (QoS 1, auto-ack):
+  the ceiling of a Python MQTT consumer on this machine;
+- `sqlite` and `influxdb`: the ingest consumer, every reading committed before its PUBACK.
+
+Only readings the publisher got a PUBACK for count as sent; `lost` are those not stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ingest.consumer import IngestConsumer  # noqa: E402
+from ingest.influx_store import InfluxStore  # noqa: E402
+from ingest.mqtt import connect  # noqa: E402
+from ingest.registry import Registry  # noqa: E402
+from ingest.sqlite_store import SqliteStore  # noqa: E402
+from tests.servers import Influxd, Mosquitto  # noqa: E402
+
+N_DEVICES = 1000
+
+
+def device_id(i: int) -> str:
+    return f"bench-dev-{i % N_DEVICES:04d}"
+
+
+def publish_main(url: str, n: int, acked_file: str, rate: float, tag: str) -> None:
+    """Child process: publish n readings (as fast as PUBACKs allow when rate is 0); write the acked ids."""
+    from tests.publishing import AckedPublisher
+
+    publisher = AckedPublisher(url, f"bench-pub-{os.getpid()}", protocol="5", max_in_flight=1000)
+
+    def readings():
+        for i in range(n):
+            dev = device_id(i)
+            yield dev, {"id": f"{dev}-{tag}{i}", "seq": i, "t": time.time(), "n": "20578-1", "u": "mg/L", "v": 10.0}
+
+    started = time.time()
+    publisher.publish_readings(readings(), rate_per_s=rate or None)
+    publisher.wait_all_acked(120)
+    elapsed = time.time() - started
+    Path(acked_file).write_text("\n".join(publisher.acked))
+    print(json.dumps({"acked": len(publisher.acked), "publish_per_s": len(publisher.acked) / elapsed}), flush=True)
+    publisher.close()
+
+
+def run_publisher(url: str, n: int, workdir: Path, rate: float = 0.0, tag: str = "s") -> tuple[set[str], float]:
+    acked_file = workdir / f"acked-{time.time_ns()}.txt"
+    out = subprocess.run(
+        [sys.executable, __file__, "--publish", url, str(n), str(acked_file), str(rate), tag],
+        capture_output=True, text=True, check=True,
+    )
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    return set(acked_file.read_text().split("\n")) - {""}, summary["publish_per_s"]
+
+
+def bench_raw(url: str, n: int, workdir: Path) -> dict:
+    received: list[float] = []
+    subscriber, _ = connect(url, "bench-raw", protocol="5", subscriptions=[("mipd/v1/dev/+/reading", 1)],
+                            on_message=lambda c, u, m: received.append(time.time()))
+    acked, publish_rate = run_publisher(url, n, workdir)
+    deadline = time.time() + 60
+    while len(received) < len(acked) and time.time() < deadline:
+        time.sleep(0.05)
+    subscriber.disconnect()
+    subscriber.loop_stop()
+    rate = (len(received) - 1) / (received[-1] - received[0]) if len(received) > 1 else 0.0
+    return {"store": "raw", "readings_per_s": rate, "received": len(received), "acked": len(acked),
+            "publish_per_s": publish_rate}
+
+
+def bench_store(kind: str, url: str, n: int, workdir: Path, influx_url: str | None,
+                paced_rate: float, paced_seconds: float) -> dict:
+    data = workdir / kind
+    registry = Registry(data / "registry.sqlite")
+    for i in range(N_DEVICES):
+        registry.register_device(device_id(i), "biosensor")
+        registry.enroll(device_id(i), f"patient-{i:04d}", time.time() - 86400)
+    store = SqliteStore(data / "store.sqlite") if kind == "sqlite" else InfluxStore(influx_url, "bench", data / "spool")
+    phases = {"saturated": ([], []), "paced": ([], [])}  # latencies, (commit time, batch size)
+    current = ["saturated"]
+
+    def on_commit(batch, committed_at):
+        latencies, commits = phases[current[0]]
+        latencies.extend(committed_at - r.measured_at for r in batch.readings)
+        commits.append((committed_at, len(batch.readings)))
+
+    consumer = IngestConsumer(url, store, registry, client_id=f"bench-ingest-{kind}", protocol="5")
+    consumer.on_commit(on_commit)
+    consumer.start()
+    acked, publish_rate = run_publisher(url, n, workdir, tag="s")
+    _wait_for(lambda: len(phases["saturated"][0]) >= len(acked))
+    current[0] = "paced"
+    paced_acked, _ = run_publisher(url, int(paced_rate * paced_seconds), workdir, rate=paced_rate, tag="p")
+    _wait_for(lambda: len(phases["paced"][0]) >= len(paced_acked))
+    consumer.stop()
+    stored = _stored_ids(kind, store)
+    store.close()
+    acked |= paced_acked
+    saturated_ms = np.array(phases["saturated"][0]) * 1000
+    paced_ms = np.array(phases["paced"][0]) * 1000
+    return {
+        "store": kind,
+        "readings_per_s": _sustained_rate(phases["saturated"][1]),
+        "p50_commit_ms": float(np.percentile(paced_ms, 50)),
+        "p99_commit_ms": float(np.percentile(paced_ms, 99)),
+        "paced_rate_per_s": paced_rate,
+        "saturated_p99_commit_ms": float(np.percentile(saturated_ms, 99)),
+        "acked": len(acked),
+        "stored": len(set(stored)),
+        "lost": len(acked - set(stored)),
+        "duplicates_stored": len(stored) - len(set(stored)),
+        "publish_per_s": publish_rate,
+        "mean_batch": float(np.mean([c for _, c in phases["saturated"][1]])),
+    }
+
+
+def _wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    while not predicate() and time.time() < deadline:
+        time.sleep(0.05)
+
+
+def _sustained_rate(commits: list[tuple[float, int]]) -> float:
+    """Readings/s between the first and the last commit (the first batch opens the clock)."""
+    first, last = commits[0][0], commits[-1][0]
+    return (sum(c for _, c in commits) - commits[0][1]) / (last - first) if last > first else 0.0
+
+
+def _stored_ids(kind: str, store) -> list[str]:
+    if kind == "sqlite":
+        return [row[0] for row in store._reader().execute("SELECT reading_id FROM reading")]
+    return [row["reading_id"] for row in store._query('SELECT "reading_id", "value" FROM "reading"')]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="20,000 readings per configuration instead of 100,000")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--paced-rate", type=float, default=2000.0, help="offered load of the latency phase, readings/s")
+    parser.add_argument("--paced-seconds", type=float, default=10.0, help="length of the latency phase")
+    parser.add_argument("--publish", nargs=5, metavar=("URL", "N", "ACKED_FILE", "RATE", "TAG"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.publish:
+        url, count, acked_file, rate, tag = args.publish
+        publish_main(url, int(count), acked_file, float(rate), tag)
+        return
+    n = 20_000 if args.quick else 100_000
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        (workdir / "mosquitto").mkdir()
+        (workdir / "influxd").mkdir()
+        broker = Mosquitto(workdir / "mosquitto").start()
+        influxd = Influxd(workdir / "influxd").start()
+        try:
+            rows = [bench_raw(broker.url, n, workdir)]
+            for kind in ("sqlite", "influxdb"):
+                rows.append(bench_store(kind, broker.url, n, workdir, influxd.url, args.paced_rate, args.paced_seconds))
+        finally:
+            broker.stop()
+            influxd.stop()
+    raw_rate = rows[0]["readings_per_s"]
+    for row in rows:
+        row["raw_receive_per_s"] = raw_rate
+        row["ratio_to_raw"] = row["readings_per_s"] / raw_rate if raw_rate else None
+        row["readings"] = n
+    print(f"ingest benchmark: {n} QoS 1 readings from {N_DEVICES} devices, Mosquitto, "
+          f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+    print(f"latency paced at {args.paced_rate:.0f} readings/s for {args.paced_seconds:.0f} s; "
+          "'sat p99' is the latency under the saturating publisher (broker backlog)")
+    print(f"{'store':<9} {'readings/s':>11} {'x raw':>6} {'p50 ms':>8} {'p99 ms':>8} {'sat p99':>8} {'lost':>5} {'dup':>4} {'publisher/s':>12}")
+    nan = float("nan")
+    for row in rows:
+        print(f"{row['store']:<9} {row['readings_per_s']:>11.0f} {row['ratio_to_raw']:>6.2f} "
+              f"{row.get('p50_commit_ms', nan):>8.1f} {row.get('p99_commit_ms', nan):>8.1f} "
+              f"{row.get('saturated_p99_commit_ms', nan):>8.1f} "
+              f"{row.get('lost', 0):>5} {row.get('duplicates_stored', 0):>4} {row['publish_per_s']:>12.0f}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
