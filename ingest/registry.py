@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.broker_auth import BrokerUser, check_user
 from ingest.sqlite_store import connect
 
 SCHEMA = """
@@ -24,6 +25,9 @@ CREATE TABLE IF NOT EXISTS enrollment (
     device_id TEXT NOT NULL REFERENCES device(device_id), patient_id TEXT NOT NULL,
     valid_from REAL NOT NULL, valid_to REAL,
     PRIMARY KEY (device_id, valid_from)
+);
+CREATE TABLE IF NOT EXISTS broker_user (
+    username TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL, team TEXT, created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS device_status (
     device_id TEXT PRIMARY KEY, state TEXT NOT NULL, reported_at REAL, received_at REAL NOT NULL,
@@ -122,6 +126,18 @@ class Registry:
     def status(self, device_id: str) -> tuple[str, float] | None:
         row = self._db.execute("SELECT state, received_at FROM device_status WHERE device_id = ?", (device_id,)).fetchone()
         return tuple(row) if row else None
+
+    def add_broker_user(self, user: BrokerUser) -> None:
+        check_user(user)
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO broker_user VALUES (?, ?, ?, ?, ?)",
+                (user.username, user.role, user.password_hash, user.team, time.time()),
+            )
+
+    def broker_users(self) -> list[BrokerUser]:
+        rows = self._db.execute("SELECT username, role, password_hash, team FROM broker_user ORDER BY username")
+        return [BrokerUser(*row) for row in rows]
 
     def _refresh(self) -> None:
         with self._lock:

@@ -43,7 +43,7 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float, name: str) -> 
 class Mosquitto:
     """A Mosquitto broker with a generated config; restartable on the same port."""
 
-    def __init__(self, workdir: Path, *, extra_config: str = ""):
+    def __init__(self, workdir: Path, *, extra_config: str = "", anonymous: bool = True):
         if MOSQUITTO is None:
             raise ServiceMissing("mosquitto binary not found (Debian package 'mosquitto')")
         self.workdir = workdir
@@ -54,7 +54,7 @@ class Mosquitto:
         # QoS 1 messages for a subscriber that falls behind (max_queued_messages 1000).
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"allow_anonymous {'true' if anonymous else 'false'}\n"
             "persistence true\n"
             f"persistence_location {workdir / 'data'}/\n"
             "autosave_interval 1\n"

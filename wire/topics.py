@@ -8,6 +8,10 @@ patient from the enrollment registry at the reading's measurement time.
     mipd/v1/dev/{device_id}/dose      device -> ingest   QoS 1
     mipd/v1/dev/{device_id}/status    device -> all      QoS 1, retained, Last Will "offline"
     mipd/v1/dev/{device_id}/error     ingest -> device   QoS 1, why a message was rejected
+    mipd/v1/team/{team}/alert         service -> care team QoS 1, dose-adjustment alerts
+
+An alert names a patient only by the service's pseudonymous patient id, in the payload;
+the broker's ACL lets a care team read its own team's topic only.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import re
 from typing import NamedTuple
 
 TOPIC_ROOT = "mipd/v1/dev"
+TEAM_ROOT = "mipd/v1/team"
 DEVICE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 _DEVICE_ID = re.compile(rf"^{DEVICE_ID_PATTERN}$")
 
@@ -61,3 +66,10 @@ def parse_topic(topic: str) -> DeviceTopic | None:
         return DeviceTopic(parts[0], TopicKind(parts[1]))
     except ValueError:
         return None
+
+
+def team_alert_topic(team: str) -> str:
+    """The topic a care team's consumers read alerts from."""
+    if not valid_device_id(team):
+        raise ValueError(f"invalid team id {team!r}: must match {DEVICE_ID_PATTERN}")
+    return f"{TEAM_ROOT}/{team}/alert"
