@@ -2,10 +2,12 @@
 the pure numerics packages import no I/O library."""
 
 import ast
+import json
 import pathlib
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -13,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 def test_compose_file_services_and_mounted_files_exist():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    assert {"mosquitto", "influxdb", "ingest"} <= set(compose["services"])
+    assert {"mosquitto", "influxdb", "mipd", "grafana"} <= set(compose["services"])
     for service in compose["services"].values():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
@@ -61,3 +63,54 @@ def test_demo_runs_on_the_embedded_default(tmp_path):
     counts = [int(part.split(":")[1].strip().rstrip(";").split(";")[0]) for part in last.split("stored readings")[1].split(",")[:3]]
     assert all(c > 0 for c in counts), last
     assert "invalid_field" in result.stdout  # the faulty device was told why
+
+
+def test_grafana_provisioning_points_at_the_influxdb_datasource():
+    datasources = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/influxdb.yml").read_text())["datasources"]
+    uids = {d["uid"] for d in datasources}
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/mipd-patient.json").read_text())
+    used = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
+    assert used <= uids
+    # every query reads a measurement the service writes
+    queries = " ".join(t["query"] for p in dashboard["panels"] for t in p["targets"])
+    for measurement in ("reading", "dose", "dead_letter", "posterior", "alert"):
+        assert f'FROM "{measurement}"' in queries
+
+
+def test_production_mosquitto_config_runs_in_a_real_mosquitto(tmp_path):
+    """deploy/mosquitto/mosquitto.conf with generated auth files and a test certificate."""
+    import shutil
+
+    from ingest.broker import free_port
+    from ingest.broker_auth import BrokerUser, hash_password, write_broker_files
+    from ingest.mqtt import connect
+    from tests.conftest import services_required
+    from tests.servers import MOSQUITTO, _wait_port
+
+    if MOSQUITTO is None or shutil.which("openssl") is None:
+        if services_required():
+            pytest.fail("MIPD_REQUIRE_SERVICES=1 but mosquitto or openssl is missing")
+        pytest.skip("mosquitto or openssl missing")
+    write_broker_files([BrokerUser("svc-mipd", "service", hash_password("pw"))], tmp_path / "auth")
+    (tmp_path / "certs").mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-keyout", str(tmp_path / "certs/server.key"), "-out", str(tmp_path / "certs/server.crt")],
+                   check=True, capture_output=True)
+    shutil.copy(tmp_path / "certs/server.crt", tmp_path / "certs/ca.crt")
+    plain, tls = free_port(), free_port()
+    config = (ROOT / "deploy/mosquitto/mosquitto.conf").read_text()
+    config = config.replace("/mosquitto/", f"{tmp_path}/").replace("listener 1883", f"listener {plain} 127.0.0.1")
+    config = config.replace("listener 8883", f"listener {tls} 127.0.0.1")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "mosquitto.conf").write_text("user root\n" + config)
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(tmp_path / "mosquitto.conf")], stderr=subprocess.PIPE)
+    try:
+        _wait_port(plain, proc, 10, "mosquitto")
+        _wait_port(tls, proc, 10, "mosquitto (TLS)")
+        client, _ = connect(f"mqtt://svc-mipd:pw@127.0.0.1:{plain}", "svc", protocol="5")
+        client.disconnect()
+        with pytest.raises(ConnectionError):
+            connect(f"mqtt://127.0.0.1:{plain}", "anonymous", protocol="5", timeout=3)
+    finally:
+        proc.terminate()
+        proc.wait(10)
