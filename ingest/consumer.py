@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ingest import committed
 from ingest.mqtt import Protocol, connect
 from ingest.pipeline import Incoming, Outcome, classify
 from ingest.records import Batch
@@ -55,6 +56,7 @@ class IngestConsumer:
         batch_window_s: float = 0.005,
         queue_max: int = 20_000,
         shared_group: str | None = None,
+        notify: bool = False,
     ):
         self.broker_url = broker_url
         self.store = store
@@ -64,6 +66,7 @@ class IngestConsumer:
         self.batch_max = batch_max
         self.batch_window_s = batch_window_s
         self.shared_group = shared_group
+        self.notify = notify
         self._inbox: queue.Queue[Incoming] = queue.Queue(maxsize=queue_max)
         self._listeners: list[CommitListener] = []
         self._stopping = threading.Event()
@@ -150,6 +153,8 @@ class IngestConsumer:
                 return
             committed_at = time.time()
             client = self._client
+            if self.notify and not self._notify(client, outcome.batch):
+                continue  # unacknowledged: redelivered after reconnect, re-committed (no-op), re-notified
             for topic, rejection in outcome.rejections:
                 client.publish(topic, rejection.model_dump_json(exclude_none=True), qos=1)
             for message in messages:
@@ -161,6 +166,21 @@ class IngestConsumer:
                     listener(outcome.batch, committed_at)
                 except Exception:
                     log.exception("commit listener failed")
+
+    def _notify(self, client, batch: Batch, timeout_s: float = 30.0) -> bool:
+        """Publish committed-event notifications (ingest/committed.py) and wait for their PUBACKs."""
+        infos = [client.publish(topic, payload, qos=1) for topic, payload in committed.encode(batch)]
+        deadline = time.monotonic() + timeout_s
+        for info in infos:
+            if info.rc != 0:
+                log.warning("committed-event notification not queued (rc=%s)", info.rc)
+                return False
+            while not info.is_published():
+                if time.monotonic() > deadline or self._stopping.is_set():
+                    log.warning("no PUBACK for a committed-event notification within %.0f s", timeout_s)
+                    return False
+                time.sleep(0.001)
+        return True
 
     def _count(self, messages: list[Incoming], outcome: Outcome) -> None:
         s = self.stats

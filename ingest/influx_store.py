@@ -174,6 +174,10 @@ class InfluxStore:
         lines = [reading_line(r) for r in batch.readings]
         lines += [dose_line(d) for d in batch.doses]
         lines += [dead_letter_line(d) for d in batch.dead_letters]
+        self.write_lines(lines)
+
+    def write_lines(self, lines: list[str]) -> None:
+        """Durably write line protocol (to InfluxDB, or to the spool while it is away)."""
         if not lines:
             return
         with self._write_lock:

@@ -99,6 +99,169 @@ def readings(
         store.close()
 
 
+@app.command("add-patient")
+def add_patient(
+    patient_id: str,
+    model: Annotated[str, typer.Option(help="built-in model name or path to a model file")],
+    covariate: Annotated[list[str], typer.Option("--covariate", "-c", help="NAME=VALUE, repeatable (e.g. WT=70)")] = [],
+    team: Annotated[str, typer.Option(help="care team that sees this patient")] = "default",
+    origin: Annotated[Optional[str], typer.Option(help="ISO 8601 start of the patient's timeline; default now")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Monitor a patient: the model that describes them, their covariates and care team."""
+    from assimilation import load_model
+    from mipdstream.service.state_db import PatientRecord, ServiceDB
+
+    settings = _settings(config)
+    load_model(model)  # fail now, not at the first reading
+    covariates = {}
+    for item in covariate:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"covariate {item!r} is not NAME=VALUE", param_hint="--covariate")
+        try:
+            covariates[name] = float(value)
+        except ValueError:
+            covariates[name] = value
+    start = dt.datetime.fromisoformat(origin).timestamp() if origin else time.time()
+    db = ServiceDB(settings.service_db_path)
+    db.add_patient(PatientRecord(patient_id, model, covariates, start, team))
+    db.close()
+    typer.echo(f"monitoring {patient_id} with model {model} {covariates} (team {team})")
+
+
+@app.command("add-user")
+def add_user(
+    username: str,
+    role: Annotated[str, typer.Option(help="clinician | team-admin | read-only | device-vendor")] = "clinician",
+    team: Annotated[Optional[str], typer.Option(help="care team (not for device vendors)")] = "default",
+    vendor: Annotated[Optional[str], typer.Option(help="vendor name (device-vendor role only)")] = None,
+    api_key: Annotated[bool, typer.Option(help="also issue an API key (printed once)")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Create (or reset) a user of the API and dashboard; prints the password once."""
+    from ingest.broker_auth import new_password
+    from mipdstream.service.state_db import ServiceDB
+
+    settings = _settings(config)
+    password = new_password()
+    db = ServiceDB(settings.service_db_path)
+    try:
+        db.add_user(username, password, role, None if role == "device-vendor" else team, vendor)
+        typer.echo(f"{username} ({role}{', team ' + team if team and role != 'device-vendor' else ''}) password: {password}")
+        if api_key:
+            typer.echo(f"API key: {db.issue_credential(username, 'api_key', label='cli')}")
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    finally:
+        db.close()
+
+
+@app.command()
+def run(config: ConfigOption = None, verbose: bool = False) -> None:
+    """Run the production service: ingest, assimilation, dosing policy, alerts and the API."""
+    from mipdstream.service.live import live_service
+    from mipdstream.service.policy import default_evaluator
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    settings = _settings(config)
+    with live_service(settings, evaluator=default_evaluator(settings)) as live:
+        typer.echo(f"mipd: broker {live.ingest.url}, store {settings.store}, API {live.http_url}", err=True)
+        _wait_for_signal()
+
+
+@app.command("broker-user")
+def broker_user(
+    username: Annotated[str, typer.Argument(help="device id (role device), team id (role team) or a service name")],
+    role: Annotated[str, typer.Option(help="device | service | team")] = "device",
+    team: Annotated[Optional[str], typer.Option(help="the team whose alerts a team user reads (default: the username)")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Create (or reset) a broker user; prints its password once. Then run `mipd broker-config`."""
+    from ingest.broker_auth import BrokerUser, hash_password, new_password
+    from mipdstream.runtime import open_registry
+
+    if role not in ("device", "service", "team"):
+        raise typer.BadParameter("role must be device, service or team", param_hint="--role")
+    password = new_password()
+    registry = open_registry(_settings(config))
+    registry.add_broker_user(BrokerUser(username, role, hash_password(password), team or (username if role == "team" else None)))
+    registry.close()
+    typer.echo(f"{username} ({role}) password: {password}")
+
+
+@app.command("broker-config")
+def broker_config(
+    out: Annotated[Path, typer.Option(help="directory for Mosquitto's password_file and acl_file")] = Path("deploy/mosquitto/auth"),
+    config: ConfigOption = None,
+) -> None:
+    """Write Mosquitto's password and ACL files from the broker users in the registry."""
+    from ingest.broker_auth import write_broker_files
+    from mipdstream.runtime import open_registry
+
+    registry = open_registry(_settings(config))
+    passwd, acl = write_broker_files(registry.broker_users(), out)
+    registry.close()
+    typer.echo(f"wrote {passwd} and {acl}; point Mosquitto's password_file and acl_file at them and reload it (SIGHUP)")
+
+
+@app.command()
+def assimilate(
+    shard_index: Annotated[Optional[int], typer.Option(help="this worker's shard (default MIPD_SHARD_INDEX)")] = None,
+    shard_count: Annotated[Optional[int], typer.Option(help="number of workers (default MIPD_SHARD_COUNT)")] = None,
+    config: ConfigOption = None, verbose: bool = False,
+) -> None:
+    """Run one assimilation worker: the patients hashed to its shard, fed by ingest workers' notifications."""
+    from mipdstream.service.live import assimilation_worker
+    from mipdstream.service.policy import default_evaluator
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    settings = _settings(config)
+    updates = {k: v for k, v in (("shard_index", shard_index), ("shard_count", shard_count)) if v is not None}
+    settings = Settings(**{**settings.model_dump(), **updates})
+    with assimilation_worker(settings, evaluator=default_evaluator(settings)) as worker:
+        patients = len(worker.assimilator.monitored())
+        typer.echo(f"assimilate: shard {settings.shard_index}/{settings.shard_count}, {patients} patients", err=True)
+        _wait_for_signal()
+
+
+@app.command()
+def replay(
+    data: Annotated[Path, typer.Argument(help="NONMEM-style CSV: ID, TIME, AMT, RATE, DV, EVID, MDV, CMT, covariates")],
+    model: Annotated[str, typer.Option(help="built-in model name or path to a model file")],
+    method: Annotated[str, typer.Option(help="pf | enkf | map")] = "pf",
+    out: Annotated[Optional[Path], typer.Option(help="CSV of one-step-ahead forecasts (PRED_MEAN, PRED_Q05, ...)")] = None,
+    particles: Annotated[int, typer.Option(help="particles / ensemble members")] = 1000,
+    seed: int = 0,
+) -> None:
+    """Replay an event dataset patient by patient; forecast each observation before assimilating it."""
+    from mipdstream.replay import replay_command
+
+    try:
+        replay_command(data, model, method, out, particles, seed)
+    except ValueError as err:  # a missing or bad column, named with its row
+        typer.echo(f"replay: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _register_vendor_kit() -> None:
+    """`mipd simulate` and `mipd conformance` (device_simulators/cli.py)."""
+    import functools
+
+    from device_simulators.cli import conformance as judge_traffic
+    from device_simulators.cli import simulate
+
+    app.command()(simulate)
+
+    @app.command("conformance")
+    @functools.wraps(judge_traffic)
+    def conformance(*args, **kwargs):
+        raise typer.Exit(judge_traffic(*args, **kwargs))
+
+
+_register_vendor_kit()
+
+
 @app.command("config")
 def show_config(markdown: bool = False) -> None:
     """List every setting: environment variable, default, meaning."""
@@ -116,11 +279,15 @@ def show_config(markdown: bool = False) -> None:
 def demo(
     duration: Annotated[float, typer.Option(help="seconds to run; 0 runs until Ctrl-C")] = 0.0,
     data_dir: Annotated[Path, typer.Option(help="where the demo keeps its data")] = Path("mipd-data/demo"),
+    simulate_s: Annotated[float, typer.Option(help="wall seconds over which the cohorts' days are simulated")] = 90.0,
+    port: Annotated[int, typer.Option(help="port of the dashboard and API (0: any free port)")] = 8000,
+    particles: Annotated[int, typer.Option(help="particles per patient")] = 500,
 ) -> None:
-    """The main job on the embedded default (in-process broker, SQLite store)."""
+    """The main job on the embedded default: simulated patients, live posteriors, alerts, dashboard."""
     from mipdstream.demo import run_demo
 
-    run_demo(data_dir=data_dir, duration_s=duration)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    run_demo(data_dir=data_dir, duration_s=duration, wall_s=simulate_s, port=port, particles=particles)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,17 @@ class Settings(BaseSettings):
         None, description="MQTT 5 shared-subscription group, to spread device topics over several ingest workers."
     )
 
+    ingest_notify: bool = Field(
+        False,
+        description="Publish committed-event notifications (mipd/v1/svc/committed/#) for separate assimilation workers.",
+    )
+
     # -- storage ---------------------------------------------------------------------
     data_dir: Path = Field(Path("mipd-data"), description="Directory of the embedded store, the registry and the spool.")
+    shared_dir: Path | None = Field(
+        None,
+        description="Directory of the files every worker of a deployment shares (enrollment registry, service DB); default data_dir.",
+    )
     store: Literal["sqlite", "influxdb"] = Field("sqlite", description="Time-series store for readings and doses.")
     influx_url: str = Field("http://127.0.0.1:8086", description="InfluxDB base URL (v1 API `/write` and `/query`).")
     influx_database: str = Field("mipd", description="InfluxDB database (a DBRP-mapped bucket on 2.x/3.x).")
@@ -50,13 +59,52 @@ class Settings(BaseSettings):
         20_000, ge=1, description="Messages held between MQTT and the store; when full, reading from the broker pauses."
     )
 
+    # -- assimilation and policy -------------------------------------------------------
+    filter_method: Literal["pf", "enkf", "map"] = Field(
+        "pf", description="Posterior method: particle filter, ensemble Kalman filter, or MAP (the classic baseline)."
+    )
+    filter_particles: int = Field(1000, ge=16, description="Particles (pf) or ensemble members (enkf) per patient.")
+    filter_seed: int = Field(0, description="Seed of every patient's random stream (with the patient id).")
+    reorder_window_s: float = Field(
+        2.0, ge=0, description="How long a new event waits for earlier ones before it is assimilated, s."
+    )
+    assimilation_batch_window_ms: float = Field(
+        200.0, ge=0, description="How long readings of different patients are gathered into one update, ms."
+    )
+    assimilation_max_batch: int = Field(256, ge=1, description="Most patients in one vmapped update.")
+    assimilation_queue_max: int = Field(
+        10_000, ge=1, description="Committed batches waiting for assimilation; when full, ingest stops acknowledging."
+    )
+    checkpoint_interval_s: float = Field(30.0, gt=0, description="How often changed posteriors are checkpointed, s.")
+    snapshot_every_h: float = Field(
+        6.0, gt=0, description="Model hours between in-memory snapshots that late events rewind to."
+    )
+    shard_index: int = Field(0, ge=0, description="This assimilation worker's shard (`mipd assimilate`).")
+    shard_count: int = Field(1, ge=1, description="Number of assimilation workers; each owns the patients hashed to it.")
+    stale_check_s: float = Field(
+        60.0, ge=0, description="How often silent sensors are checked against the wall clock, s (0: only when data arrive)."
+    )
+    publish_alerts: bool = Field(True, description="Publish alerts on mipd/v1/team/{team}/alert (MQTT, QoS 1).")
+
+    # -- HTTP ------------------------------------------------------------------------
+    http_host: str = Field("127.0.0.1", description="Address the API and dashboard listen on.")
+    http_port: int = Field(8000, ge=0, description="Port of the API and dashboard (0 picks a free port).")
+
+    # -- API and dashboard (owned by the API helper, issue 8) ----------------------------
+    api_session_ttl_s: float = Field(12 * 3600.0, gt=0, description="Lifetime of a login session token, s.")
+    api_sse_keepalive_s: float = Field(15.0, gt=0, description="Keep-alive comment interval of the live event stream, s.")
+
+    @property
+    def service_db_path(self) -> Path:
+        return (self.shared_dir or self.data_dir) / "service.sqlite"
+
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "mipd.sqlite"
 
     @property
     def registry_path(self) -> Path:
-        return self.data_dir / "registry.sqlite"
+        return (self.shared_dir or self.data_dir) / "registry.sqlite"
 
     @property
     def spool_dir(self) -> Path:

@@ -1,97 +1,124 @@
-"""`mipd demo`: the system on the embedded default, with nothing to install.
+"""`mipd demo`: the whole system on the embedded default, with nothing to install.
 
-What it shows today (the live assimilation and alerts are not wired in yet): an
-in-process MQTT broker, the ingest service with the embedded SQLite store, three virtual
-patients whose devices publish over MQTT, one device that sends a malformed message and
-is told why on its error topic, and the stored readings per patient.
+An in-process MQTT broker and the embedded SQLite store; the live service (ingest,
+assimilation, dosing policy, alerts, API and dashboard); and three simulated cohorts whose
+virtual devices publish over MQTT at accelerated time: vancomycin patients with an
+infusion pump, an interstitial biosensor and a point-of-care meter; docetaxel patients
+with a home neutrophil meter; warfarin patients with an e-pillbox and a home INR meter.
+One device also sends every kind of malformed message, and is told why on its error topic.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import queue
+import secrets
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
+from device_simulators.cohort import CohortConfig, SimulatedPatient
+from device_simulators.runner import MEMORY, run_simulation
 from ingest.mqtt import connect
 from mipdstream.config import Settings
-from mipdstream.runtime import ingest_service
-from wire import TopicKind, device_topic
+from mipdstream.service.live import LiveService, live_service
+from mipdstream.service.policy import PolicyEvaluator
+from mipdstream.service.state_db import AlertRecord, PatientRecord
 
-# A 1 g vancomycin dose decaying with the typical adult elimination half-life of ~6 h
-# (Rybak, Clin Infect Dis 2006;42 Suppl 1:S35): enough to make the readings look real.
-PATIENTS = {"demo-patient-1": 1.0, "demo-patient-2": 0.7, "demo-patient-3": 1.4}
-
-
-def _concentration(hours: float, clearance_factor: float) -> float:
-    return 40.0 * math.exp(-math.log(2) / 6.0 * clearance_factor * (hours % 12.0))
+DEVICE_KINDS = {"dosing": "infusion-pump", "biosensor": "biosensor", "meter": "poc-meter"}
 
 
-def _devices(settings: Settings) -> list[tuple[str, str, float]]:
-    from mipdstream.runtime import open_registry
-
-    registry = open_registry(settings)
-    devices = []
-    for i, (patient, factor) in enumerate(PATIENTS.items(), start=1):
-        device = f"demo-sensor-{i}"
-        registry.register_device(device, "biosensor", "mipdstream demo")
-        if not registry.enrollments(patient):
-            registry.enroll(device, patient, time.time() - 30 * 24 * 3600)
-        devices.append((device, patient, factor))
-    registry.close()
-    return devices
+@dataclass(frozen=True)
+class Cohort:
+    model: str
+    patients: int
+    hours: float
+    prefix: str
+    faults: str = ""
 
 
-def _publish_forever(url: str, devices: list[tuple[str, str, float]], stop: threading.Event, speed: float) -> None:
-    client, _ = connect(url, "demo-devices", protocol="3.1.1")
-    start, seq = time.time(), 0
-    while not stop.wait(0.5):
-        simulated_hours = (time.time() - start) * speed / 3600
-        for device, _patient, factor in devices:
-            seq += 1
-            reading = {
-                "id": f"{device}-{seq}", "seq": seq, "t": time.time(), "n": "x-mipd-vancomycin-isf",
-                "u": "mg/L", "v": round(_concentration(simulated_hours, factor), 3),
-            }
-            client.publish(device_topic(device, TopicKind.READING), json.dumps(reading), qos=1)
-        if seq == 9:  # one faulty device message, to show what a sender is told
-            client.publish(device_topic(devices[0][0], TopicKind.READING), b'{"id": "oops", "v": "twelve"}', qos=1)
-    client.disconnect()
-    client.loop_stop()
+COHORTS = (
+    Cohort("vancomycin", 6, 72.0, "vanco", "duplicate=0.01,reorder=0.01,malformed"),
+    Cohort("docetaxel_friberg", 2, 21 * 24.0, "doce"),
+    Cohort("warfarin_hamberg", 2, 14 * 24.0, "warf"),
+)
 
 
-def run_demo(data_dir: Path, duration_s: float = 0.0, speed: float = 600.0) -> None:
-    settings = Settings(broker_url="embedded", embedded_broker_port=0, store="sqlite", data_dir=data_dir)
-    devices = _devices(settings)
-    rejections: list[str] = []
-    with ingest_service(settings) as service:
-        typer.echo(f"mipd demo: embedded MQTT broker at {service.url}, store {settings.sqlite_path}")
-        typer.echo("this demo shows ingest (validation, deduplication, storage); assimilation and alerts come next")
-        listener, _ = connect(
-            service.url, "demo-error-listener", protocol="3.1.1",
-            subscriptions=[("mipd/v1/dev/+/error", 1)],
-            on_message=lambda c, u, m: rejections.append(m.payload.decode()),
-        )
+def _enroll(live: LiveService, cohort: Cohort, start: float):
+    def on_cohort(patients: list[SimulatedPatient]) -> None:
+        for patient in patients:
+            for role, device in patient.devices.items():
+                live.ingest.registry.register_device(device, DEVICE_KINDS.get(role, role), "mipdstream simulator")
+                live.ingest.registry.enroll(device, patient.patient_id, start - 3600)
+            live.db.add_patient(PatientRecord(patient.patient_id, cohort.model, dict(patient.covariates), start, "demo-ward"))
+
+    return on_cohort
+
+
+def _simulate(live: LiveService, cohort: Cohort, wall_s: float, seed: int, done: list, stop: threading.Event) -> None:
+    speed = cohort.hours * 3600 / wall_s
+    start = time.time() - cohort.hours * 3600  # the run reaches "now" as it ends: no reading from the future
+    config = CohortConfig(device_prefix=cohort.prefix, patient_prefix=f"{cohort.prefix.upper()}-")
+    summary = run_simulation(
+        cohort.model, cohort.patients, speed, live.ingest.url, cohort.faults, seed, cohort.hours, progress=False,
+        start_t=start, config=config, outbox_path=MEMORY, protocol="3.1.1", on_cohort=_enroll(live, cohort, start),
+        client_id=f"demo-{cohort.prefix}", stop=stop, drain_timeout_s=10.0,
+    )
+    done.append(summary)
+
+
+def run_demo(data_dir: Path, duration_s: float = 0.0, wall_s: float = 90.0, port: int = 8000, particles: int = 500) -> None:
+    settings = Settings(
+        broker_url="embedded", embedded_broker_port=0, store="sqlite", data_dir=data_dir, http_port=port,
+        filter_particles=particles, reorder_window_s=0.5, assimilation_batch_window_ms=250, checkpoint_interval_s=10,
+        stale_check_s=0,  # simulated days run in seconds: silence is judged on the data's clock
+    )
+    alerts: queue.Queue[AlertRecord] = queue.Queue()
+    rejections: queue.Queue[str] = queue.Queue()
+    with live_service(settings, evaluator=PolicyEvaluator(settings)) as live:
+        live.assimilator.add_sink(lambda batch: [alerts.put(a) for a in batch])
+        listener, _ = connect(live.ingest.url, "demo-error-listener", protocol="3.1.1",
+                              subscriptions=[("mipd/v1/dev/+/error", 1)],
+                              on_message=lambda c, u, m: rejections.put(m.payload.decode()))
+        password = secrets.token_urlsafe(9)
+        live.db.add_user("demo", password, "clinician", "demo-ward")
+        typer.echo(f"mipd demo: embedded MQTT broker at {live.ingest.url}, store {settings.sqlite_path}")
+        typer.echo(f"dashboard and API: {live.http_url}/  (user demo, password {password}; Ctrl-C to stop)")
+        done: list = []
         stop = threading.Event()
-        publisher = threading.Thread(target=_publish_forever, args=(service.url, devices, stop, speed), daemon=True)
-        publisher.start()
-        started, shown = time.time(), 0
+        runs = [threading.Thread(target=_simulate, args=(live, c, wall_s, i, done, stop), daemon=True)
+                for i, c in enumerate(COHORTS)]
+        for run in runs:
+            run.start()
+        typer.echo(", ".join(f"{c.patients} {c.model} patients over {c.hours:g} h" for c in COHORTS)
+                   + f", simulated in about {wall_s:.0f} s")
+        started = time.time()
         try:
             while duration_s <= 0 or time.time() - started < duration_s:
                 time.sleep(2.0)
-                stats = service.consumer.stats
-                counts = ", ".join(f"{p}: {len(service.store.readings(p))}" for p in PATIENTS)
-                typer.echo(f"[{time.time() - started:5.0f} s] stored readings {counts}; rejected {stats.rejected}")
-                for text in rejections[shown:]:
-                    typer.echo(f"  device told on its error topic: {text}")
-                shown = len(rejections)
+                _progress(live, started, done, alerts, rejections)
         except KeyboardInterrupt:
             pass
         finally:
             stop.set()
-            publisher.join(timeout=5)
+            for run in runs:
+                run.join(timeout=30)
             listener.disconnect()
             listener.loop_stop()
+
+
+def _progress(live: LiveService, started: float, done: list, alerts: queue.Queue, rejections: queue.Queue) -> None:
+    stats = live.ingest.consumer.stats
+    assimilated = int(live.assimilator.metrics.assimilated._value.get())
+    raised = int(sum(s.value for m in live.assimilator.metrics.alerts.collect() for s in m.samples if s.name.endswith("_total")))
+    typer.echo(f"[{time.time() - started:4.0f} s] stored readings {stats.readings}, doses {stats.doses}; "
+               f"rejected {stats.rejected}; assimilated {assimilated}; alerts {raised}; "
+               f"cohorts finished {len(done)}/{len(COHORTS)}")
+    while not rejections.empty():
+        typer.echo(f"  device told on its error topic: {rejections.get()}")
+    while not alerts.empty():
+        alert = alerts.get()
+        if alert.status == "open":
+            typer.echo(f"  ALERT {alert.severity:<8} {alert.patient_id}: {alert.message}")

@@ -53,8 +53,9 @@ class IngestService:
 
 
 @contextlib.contextmanager
-def ingest_service(settings: Settings) -> Iterator[IngestService]:
-    """Broker (if embedded), store, registry and a started consumer; all closed on exit."""
+def ingest_service(settings: Settings, start: bool = True) -> Iterator[IngestService]:
+    """Broker (if embedded), store, registry and a consumer (started unless ``start`` is
+    False: then the caller registers its commit listeners and starts it); all closed on exit."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with broker_url(settings) as url:
         store = open_store(settings)
@@ -68,9 +69,11 @@ def ingest_service(settings: Settings) -> Iterator[IngestService]:
             batch_window_s=settings.ingest_batch_window_ms / 1000,
             queue_max=settings.ingest_queue_max,
             shared_group=settings.ingest_shared_group,
+            notify=settings.ingest_notify,
         )
         try:
-            consumer.start()
+            if start:
+                consumer.start()
             yield IngestService(consumer, store, registry, url)
         finally:
             consumer.stop()

@@ -75,7 +75,14 @@ def test_a_device_publishes_only_as_itself(secured):
                          subscriptions=[("mipd/v1/dev/+/reading", 1)], on_message=lambda c, u, m: received.append(m.topic))
     device, _ = connect(url(broker, "dev-a", passwords["dev-a"]), "dev-a", protocol="5")
     body = json.dumps({"id": "r1", "seq": 1, "t": time.time(), "n": "20578-1", "u": "mg/L", "v": 10.0})
-    device.publish(device_topic("dev-b", TopicKind.READING), body, qos=1).wait_for_publish(5)  # forged
+    try:  # forged; Mosquitto 2 may answer an unauthorised QoS 1 publish by closing the connection
+        device.publish(device_topic("dev-b", TopicKind.READING), body, qos=1).wait_for_publish(5)
+    except RuntimeError:
+        pass
+    time.sleep(0.3)
+    if not device.is_connected():
+        device.loop_stop()
+        device, _ = connect(url(broker, "dev-a", passwords["dev-a"]), "dev-a-again", protocol="5")
     device.publish(device_topic("dev-a", TopicKind.READING), body, qos=1).wait_for_publish(5)
     deadline = time.time() + 5
     while not received and time.time() < deadline:
@@ -85,8 +92,7 @@ def test_a_device_publishes_only_as_itself(secured):
     assert received == [device_topic("dev-a", TopicKind.READING)]
     # Mosquitto grants the SUBSCRIBE but never delivers what the ACL does not let it read.
     own_error, other_error = device_topic("dev-a", TopicKind.ERROR), device_topic("dev-b", TopicKind.ERROR)
-    got = received_by(device, [other_error, "mipd/v1/dev/+/reading", own_error], service,
-                      [other_error, device_topic("dev-b", TopicKind.READING), own_error])
+    got = received_by(device, [other_error, "mipd/v1/dev/+/error", own_error], service, [other_error, own_error])
     assert set(got) == {own_error}
     for client in (device, service):
         client.disconnect()

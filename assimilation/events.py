@@ -1,0 +1,106 @@
+"""Readings, and packing per-patient event lists into padded arrays for the vmapped filters.
+
+A patient's events (doses and readings, any order) become a sequence of *steps*; a step is
+an optional dose followed by an optional reading. Doses between two readings get one step
+each; a reading at the same time as a dose is taken first (a trough is drawn before the dose).
+Arrays are shaped (patients, steps); padding steps have both ``*_valid`` flags False.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+from jaxtyping import Bool, Float, Int
+
+from .dosing import Dose
+
+__all__ = ["Reading", "Steps", "pack_events", "bucket", "sort_events"]
+
+
+class Reading(NamedTuple):
+    """One measurement. ``censored=True`` means "below ``value``" (value = the LLOQ)."""
+
+    time: float
+    value: float
+    analyte: int | str = 0
+    censored: bool = False
+
+
+class Steps(NamedTuple):
+    dose_valid: Bool[np.ndarray, "P S"]
+    dose_time: Float[np.ndarray, "P S"]
+    dose_amount: Float[np.ndarray, "P S"]
+    dose_duration: Float[np.ndarray, "P S"]
+    dose_compartment: Int[np.ndarray, "P S"]
+    reading_valid: Bool[np.ndarray, "P S"]
+    reading_time: Float[np.ndarray, "P S"]
+    reading_value: Float[np.ndarray, "P S"]
+    reading_analyte: Int[np.ndarray, "P S"]
+    reading_censored: Bool[np.ndarray, "P S"]
+
+    def step(self, s: int) -> "Steps":
+        return Steps(*(a[:, s] for a in self))
+
+
+def bucket(n: int, minimum: int = 1, coarse: int = 1024) -> int:
+    """Padded size for n rows: the next power of two ≥ n up to ``coarse``, above it the next
+    multiple of ``coarse`` (10,000 patients -> 10,240 rows, not 16,384). Padding sizes to
+    buckets bounds the number of compilations."""
+    size = max(minimum, 1)
+    while size < n and size < coarse:
+        size *= 2
+    if size < n:
+        size = -(-n // coarse) * coarse
+    return size
+
+
+def sort_events(events: Sequence) -> list:
+    """Time order; at equal times readings before doses (stable otherwise)."""
+    for event in events:
+        if not isinstance(event, (Dose, Reading)):
+            raise TypeError(f"expected Dose or Reading, got {type(event).__name__}: {event!r}")
+    return sorted(events, key=lambda e: (float(e.time), 0 if isinstance(e, Reading) else 1))
+
+
+def _steps_of(events) -> list[tuple]:
+    steps, pending = [], []
+    for event in sort_events(events):
+        if isinstance(event, Dose):
+            pending.append(event)
+        else:
+            for dose in pending[:-1]:
+                steps.append((dose, None))
+            steps.append((pending[-1] if pending else None, event))
+            pending = []
+    steps.extend((dose, None) for dose in pending)
+    return steps
+
+
+def pack_events(model, events_per_patient: Sequence[Sequence], n_rows: int, dtype=np.float32, min_steps: int = 1) -> Steps:
+    """Pack events into (n_rows, S) arrays; rows past len(events_per_patient) are padding."""
+    per_patient = [_steps_of(events) for events in events_per_patient]
+    n_steps = bucket(max([len(s) for s in per_patient] + [1]), min_steps)
+    shape = (n_rows, n_steps)
+    out = Steps(
+        np.zeros(shape, bool), np.zeros(shape, dtype), np.zeros(shape, dtype), np.zeros(shape, dtype), np.zeros(shape, np.int32),
+        np.zeros(shape, bool), np.zeros(shape, dtype), np.zeros(shape, dtype), np.zeros(shape, np.int32), np.zeros(shape, bool),
+    )
+    for i, steps in enumerate(per_patient):
+        for s, (dose, reading) in enumerate(steps):
+            if dose is not None:
+                if dose.amount < 0 or dose.duration < 0:
+                    raise ValueError(f"dose with negative amount or duration: {dose!r}")
+                out.dose_valid[i, s] = True
+                out.dose_time[i, s] = dose.time
+                out.dose_amount[i, s] = dose.amount
+                out.dose_duration[i, s] = dose.duration
+                out.dose_compartment[i, s] = model.compartment_index(dose.compartment)
+            if reading is not None:
+                analyte = model.analyte_index(reading.analyte)
+                out.reading_valid[i, s] = True
+                out.reading_time[i, s] = reading.time
+                out.reading_value[i, s] = reading.value
+                out.reading_analyte[i, s] = analyte
+                out.reading_censored[i, s] = bool(reading.censored)
+    return out

@@ -1,0 +1,1 @@
+"""Built-in example models (load with ``assimilation.load_model(name)``)."""

@@ -1,0 +1,181 @@
+"""Vancomycin, IV: Goti et al. (2018) two-compartment model + an interstitial-fluid biosensor.
+
+Source: Goti V, Chaturvedula A, Fossler MJ, Mok S, Jacob JT. Hospitalized patients with and
+without hemodialysis have markedly different vancomycin pharmacokinetics: a population
+pharmacokinetic model-based analysis. Ther Drug Monit 2018;40(2):212-221 (final-model
+parameter table, "Table 3" below as we recall the numbering). Values quoted from memory of the publication and cross-checked against a public
+mrgsolve transcription of the same model (Ω 0.147 / 0.5103 / 0.2822, σ 3.4 mg/L additive):
+verify against the publication before clinical use.
+
+Structure (time h, amounts mg, volumes L, clearances L/h)::
+
+    CL = 4.5 · (CrCL/120)^0.8 · 0.7^DIAL      V1 = 58.4 · (WT/70) · 0.5^DIAL
+    Q  = 6.5                                  V2 = 38.4
+    dA1/dt = −(CL + Q)/V1 · A1 + Q/V2 · A2 + infusion        (central)
+    dA2/dt =   Q/V1 · A1 − Q/V2 · A2                          (peripheral)
+    dCi/dt =   keo · (A1/V1 − Ci)                             (interstitial fluid, mg/L)
+
+Covariates: ``CRCL`` creatinine clearance (Cockcroft-Gault, mL/min), ``WT`` total body
+weight (kg), ``DIAL`` 1 on intermittent haemodialysis else 0.
+
+| parameter | typical | unit | IIV (ω², log scale) | source |
+|---|---|---|---|---|
+| CL | 4.5 (CrCL 120 mL/min, exponent 0.8; ×0.7 on dialysis) | L/h | 0.147 (CV 39.8 %) | Goti 2018 Table 3 |
+| V1 | 58.4 (70 kg, linear in WT; ×0.5 on dialysis) | L | 0.5103 (CV 81.6 %) | Goti 2018 Table 3 |
+| Q | 6.5 | L/h | — | Goti 2018 Table 3 |
+| V2 | 38.4 | L | 0.2822 (CV 57.2 %) | Goti 2018 Table 3 |
+| plasma residual | 3.4 mg/L additive + 22.7 % proportional (the mrgsolve transcription has σ² 0.0502, i.e. 22.4 %) | | | Goti 2018 Table 3 |
+| keo | 4.0 (t½ 10 min, time constant 15 min) | 1/h | 0.25 | assumption (below) |
+| R_isf | 1.0 | – | — (fixed) | assumption (below) |
+| bias | 1.0 | – | 0.01 (CV 10 %) | assumption (below) |
+
+The interstitial-fluid (ISF) biosensor (microneedle, aptamer type: a reading every few minutes)
+is an *effect compartment*: it takes no drug mass from plasma and follows the plasma
+concentration with first-order equilibration rate keo. Its reading is
+``R_isf · bias · Ci``. Assumptions, stated as such because no population estimate exists:
+
+* keo — plasma→dermal-ISF equilibration of a small hydrophilic molecule; the 15 min time
+  constant is an assumption of the same order as the 5–15 min plasma→ISF lag of glucose
+  CGMs, and matches the simulator default (device_simulators/biosensor.py). Microneedle
+  aptamer sensors for vancomycin have so far been characterised in animals (e.g. Wu Y et
+  al., Anal Chem 2022, microneedle aptamer sensors in rats; verify), not as a population.
+* R_isf — the steady-state ISF/plasma ratio. Subcutaneous microdialysis gave tissue/plasma
+  AUC ratios well below 1 (about 0.3 in non-diabetic and 0.1 in diabetic cardiac-surgery
+  patients, Skhirtladze K et al., Antimicrob Agents Chemother 2006;50:1372-1375; quoted from
+  memory, verify), but a sensor calibrated against a plasma level at insertion reports
+  plasma-equivalent values, so the ratio is fixed at 1 and all between-sensor differences go
+  into ``bias``.
+* bias — multiplicative calibration error of the sensor, log-normal, CV 10 %: a
+  patient/sensor-level parameter the filter learns, mostly from simultaneous plasma levels.
+* drift — the gain of an aptamer sensor decays as it ages. The model API has no time in an
+  analyte's prediction, so drift is not in :data:`model`; :func:`sensor_gain` gives the
+  assumed linear drift (−3 %/day, as the simulator default) for a caller that knows the
+  sensor's age, and the ISF error is wider (15 % proportional) to absorb a day's drift.
+
+Target: AUC24 400–600 mg·h/L (assuming MIC 1 mg/L), Rybak MJ et al., Therapeutic monitoring
+of vancomycin for serious MRSA infections: a revised consensus guideline (ASHP, IDSA, PIDS,
+SIDP). Am J Health Syst Pharm 2020;77(11):835-864.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+
+from assimilation import Analyte, CategoricalEffect, Combined, LinearCompartments, Model, Population, PowerEffect
+from assimilation.models import exposure
+from assimilation.structure import Modes, modes
+
+DRUG = "vancomycin"
+
+population = Population(
+    names=("CL", "V1", "Q", "V2", "keo", "R_isf", "bias"),
+    typical=np.array([4.5, 58.4, 6.5, 38.4, 4.0, 1.0, 1.0]),
+    omega=np.diag([0.147, 0.5103, 0.0, 0.2822, 0.25, 0.0, 0.01]),
+    effects=(
+        PowerEffect("CL", "CRCL", 120.0, 0.8),
+        CategoricalEffect("CL", "DIAL", ((1, 0.7),)),
+        PowerEffect("V1", "WT", 70.0, 1.0),
+        CategoricalEffect("V1", "DIAL", ((1, 0.5),)),
+    ),
+)
+
+
+def rate_matrix(p):
+    k10, k12, k21 = p["CL"] / p["V1"], p["Q"] / p["V1"], p["Q"] / p["V2"]
+    keo = p["keo"]
+    return jnp.array([
+        [-(k10 + k12), k21, 0.0],
+        [k12, -k21, 0.0],
+        [keo / p["V1"], 0.0, -keo],
+    ])
+
+
+class PlasmaWithEffectCompartment(LinearCompartments):
+    """The rate matrix above, diagonalised in closed form: faster than a general eigensolver
+    on CPU, and ``jnp.linalg.eig`` has historically been CPU-only in JAX.
+
+    K = [[B, 0], [keo/V1 · e1ᵀ, −keo]] is block lower-triangular: its rates are those of the
+    2×2 plasma block B (with eigenvectors u) and −keo. An eigenvector of a plasma rate λ is
+    (u, keo·u0 / (V1 (λ + keo))); that of −keo is e3. Needs λ ≠ −keo (true except on a set
+    of measure zero of the parameters; |λ + keo| is floored at 1e-6 /h to stay finite).
+    """
+
+    def prepare(self, params):
+        K = self.rate_matrix(params)
+        plasma = modes(K[:2, :2])  # closed form for 2×2
+        keo = params["keo"]
+        gap = plasma.rates + keo
+        gap = jnp.where(jnp.abs(gap) < 1e-6, jnp.where(gap < 0, -1e-6, 1e-6), gap)
+        isf = keo / params["V1"] * plasma.vectors[0] / gap
+        vectors = jnp.zeros((3, 3), K.dtype).at[:2, :2].set(plasma.vectors).at[2, :2].set(isf).at[2, 2].set(1.0)
+        # inverse of [[U, 0], [w, 1]] is [[U⁻¹, 0], [−w U⁻¹, 1]]
+        inverse = jnp.zeros((3, 3), K.dtype).at[:2, :2].set(plasma.inverse).at[2, :2].set(-isf @ plasma.inverse).at[2, 2].set(1.0)
+        return Modes(jnp.stack([plasma.rates[0], plasma.rates[1], -keo]), vectors, inverse)
+
+
+def plasma_concentration(p, x):
+    """Serum/plasma vancomycin, mg/L."""
+    return x[0] / p["V1"]
+
+
+def isf_reading(p, x):
+    """Expected biosensor reading, mg/L (plasma-equivalent after calibration)."""
+    return p["R_isf"] * p["bias"] * x[2]
+
+
+model = Model(
+    name="vancomycin",
+    population=population,
+    dynamics=PlasmaWithEffectCompartment(3, rate_matrix),
+    compartments=("central", "peripheral", "isf"),
+    analytes=(
+        Analyte("plasma", plasma_concentration, Combined(3.4, 0.227), lloq=2.0, unit="mg/L", code="20578-1"),
+        Analyte("isf", isf_reading, Combined(1.0, 0.15), lloq=1.0, unit="mg/L", code="x-mipd-vancomycin-isf"),
+    ),
+    dose_compartment=0,
+)
+
+# --------------------------------------------------------------- metadata (not in the Model API)
+
+ANALYTE_CODES = {analyte.name: analyte.code for analyte in model.analytes}
+"""Analyte name in this model -> wire code (wire/analytes.py); canonical unit mg/L for both."""
+
+COVARIATES = {
+    "CRCL": "creatinine clearance, Cockcroft-Gault, mL/min",
+    "WT": "total body weight, kg",
+    "DIAL": "1 on intermittent haemodialysis, else 0",
+}
+
+TARGETS = {"auc24": (400.0, 600.0)}
+"""mg·h/L, Rybak et al. 2020 (ASHP/IDSA/PIDS/SIDP consensus), MIC 1 mg/L assumed."""
+
+SENSOR_DRIFT_PER_DAY = -0.03
+"""Assumed relative change of sensor gain per day since insertion (no published population value)."""
+
+
+def sensor_gain(days_since_insertion, drift_per_day=SENSOR_DRIFT_PER_DAY):
+    """Multiplicative gain of an aged sensor: 1 + drift · days (assumption, see module doc)."""
+    return 1.0 + drift_per_day * jnp.asarray(days_since_insertion)
+
+
+def auc24(times, plasma, day_start):
+    """AUC of the plasma concentration over [day_start, day_start + 24 h], mg·h/L."""
+    return exposure.auc24(times, plasma, day_start)
+
+
+def trough(times, plasma, dose_time):
+    """Plasma concentration just before the dose at ``dose_time``, mg/L."""
+    return exposure.trough(times, plasma, dose_time)
+
+
+def peak(times, plasma, start, end):
+    """Highest plasma concentration in [start, end] (the end of an infusion), mg/L."""
+    return exposure.peak(times, plasma, start, end)
+
+
+def in_target(auc):
+    """True where an AUC24 lies in the consensus range."""
+    low, high = TARGETS["auc24"]
+    return (auc >= low) & (auc <= high)
+
+
+METRICS = {"auc24": auc24, "trough": trough, "peak": peak}

@@ -1,0 +1,247 @@
+"""The online API, one way for every method::
+
+    posterior = init(model, covariates, key, n_particles, method="pf")
+    posterior = update(posterior, events)          # doses and readings, times in h
+    forecast  = predict(posterior, times, regimen) # quantiles and samples
+    blob = to_bytes(posterior); posterior = from_bytes(blob)
+
+A :class:`Posterior` holds a batch of patients (rows padded to a power of two so that the
+jitted kernels are shared by batches of similar size). Events/regimens are given per patient
+(a list of lists) or, for a one-patient posterior, as a flat list. Same key + same data gives
+bit-identical results.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import ensemble_kalman, map_estimator, particle_filter
+from .dosing import Dose, DoseTable
+from .events import Reading, bucket, pack_events
+from .model import Model, load_model
+from .parameters import as_covariate_list, prior_mean
+from .particle_filter import Forecast
+
+__all__ = ["Posterior", "PatientParticles", "init", "update", "predict", "particles", "to_bytes", "from_bytes", "METHODS"]
+
+METHODS = {"pf": particle_filter, "enkf": ensemble_kalman, "map": map_estimator}
+
+
+class Posterior(NamedTuple):
+    method: str
+    model: Model
+    options: Any  # the method's Options
+    state: Any  # the method's state (NamedTuple of arrays, rows padded)
+    n_patients: int
+    covariates: tuple  # one dict per patient (kept for snapshots and MAP priors)
+
+
+def _patient_keys(key, n_rows: int, n_patients: int | None = None):
+    """One raw (2,) uint32 key per row.
+
+    ``key`` an int or a PRNG key: row i gets fold_in(key, i) — fold_in, not split, so that a
+    patient's random stream does not depend on the batch (bucket) size. ``key`` a sequence of
+    ints (one seed per patient): row i gets PRNGKey(seed_i), so a patient filtered alone or in
+    any batch draws the same numbers.
+    """
+    if isinstance(key, (list, tuple, np.ndarray)) and np.ndim(key) == 1 and not isinstance(key, jax.Array):
+        seeds = [int(k) for k in key]
+        if n_patients is not None and len(seeds) != n_patients:
+            raise ValueError(f"key: expected one seed per patient ({n_patients}), got {len(seeds)}")
+        seeds = seeds + [seeds[0]] * (n_rows - len(seeds))
+        return jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+    key = jax.random.PRNGKey(key) if isinstance(key, (int, np.integer)) else key
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_rows))
+
+
+def init(
+    model: Model | str,
+    covariates: dict | Sequence[dict] | None = None,
+    key: int | Sequence[int] | jax.Array = 0,
+    n_particles: int = 1000,
+    method: str = "pf",
+    *,
+    time: float = 0.0,
+    **options,
+) -> Posterior:
+    """Prior posterior for one patient (``covariates`` a dict) or many (a list of dicts).
+
+    ``n_particles`` is the number of particles (pf), ensemble members (enkf) or Laplace
+    samples used for prediction (map). Extra keyword ``options`` go to the method's Options
+    (e.g. ``threshold``, ``discount``, ``dose_slots``, ``dtype="float64"``).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    model = load_model(model) if isinstance(model, str) else model
+    module = METHODS[method]
+    opts = module.Options(n_particles=n_particles, **options)
+    patients = as_covariate_list(covariates)
+    n_rows = bucket(len(patients))
+    means = np.stack([prior_mean(model.population, c) for c in patients])
+    means = np.concatenate([means, np.repeat(means[:1], n_rows - len(patients), axis=0)])
+    state = module.initial_state(model, opts, means, _patient_keys(key, n_rows, len(patients)), time)
+    return Posterior(method, model, opts, state, len(patients), tuple(patients))
+
+
+def _per_patient(posterior: Posterior, items, what: str) -> list[list]:
+    items = list(items)
+    if posterior.n_patients == 1 and all(isinstance(e, (Dose, Reading)) for e in items):
+        return [items]
+    if len(items) != posterior.n_patients:
+        raise ValueError(f"{what}: expected one list per patient ({posterior.n_patients}), got {len(items)}")
+    return [list(e) for e in items]
+
+
+def update(posterior: Posterior, events) -> Posterior:
+    """Assimilate doses and readings (any order; sorted per patient). Readings must not be
+    older than the posterior's time for that patient (a filter cannot revisit the past)."""
+    per_patient = _per_patient(posterior, events, "events")
+    now = np.asarray(posterior.state.time)
+    for i, patient_events in enumerate(per_patient):
+        for event in patient_events:
+            if isinstance(event, Reading) and event.time < now[i] - 1e-6:
+                raise ValueError(f"patient {i}: reading at t={event.time} h is older than the posterior (t={now[i]:.6g} h)")
+            if isinstance(event, Reading) and not np.isfinite(event.value):
+                raise ValueError(f"patient {i}: reading value {event.value!r} is not finite")
+    dtype = np.dtype(posterior.options.dtype)
+    steps = pack_events(posterior.model, per_patient, posterior.state.time.shape[0], dtype)
+    module = METHODS[posterior.method]
+    state = module.update(posterior.model, posterior.options, posterior.state, steps)
+    if hasattr(state, "lost_dose"):
+        lost = np.flatnonzero(np.asarray(state.lost_dose)[: posterior.n_patients] & ~np.asarray(posterior.state.lost_dose)[: posterior.n_patients])
+        if lost.size:
+            raise ValueError(
+                f"patients {lost.tolist()}: more doses delivering at once than dose_slots={posterior.options.dose_slots}; "
+                "init with a larger dose_slots (the posterior passed in is unchanged)"
+            )
+    return posterior._replace(state=state)
+
+
+def _regimen_table(posterior: Posterior, regimen) -> DoseTable:
+    per_patient = _per_patient(posterior, regimen, "regimen") if len(regimen) else [[] for _ in range(posterior.n_patients)]
+    n_rows = posterior.state.time.shape[0]
+    slots = bucket(max([len(r) for r in per_patient] + [1]))
+    dtype = np.dtype(posterior.options.dtype)
+    time, amount, duration = (np.zeros((n_rows, slots), dtype) for _ in range(3))
+    compartment = np.zeros((n_rows, slots), np.int32)
+    for i, doses in enumerate(per_patient):
+        for k, dose in enumerate(doses):
+            time[i, k], amount[i, k], duration[i, k] = dose.time, dose.amount, dose.duration
+            compartment[i, k] = posterior.model.compartment_index(dose.compartment)
+    fresh = np.ones((n_rows, slots), bool)
+    return DoseTable(*map(jnp.asarray, (time, amount, duration, compartment, fresh)), jnp.zeros(n_rows, jnp.int32))
+
+
+def predict(
+    posterior: Posterior,
+    times,
+    regimen: Sequence = (),
+    analyte: int | str = 0,
+    *,
+    observation_noise: bool = False,
+    levels: Sequence[float] = (0.05, 0.5, 0.95),
+) -> Forecast:
+    """Predictive distribution of ``analyte`` at ``times`` (h, ≥ the posterior's time) if
+    ``regimen`` (future doses) is given on top of the doses already recorded.
+
+    ``times``: shape (T,) for all patients or (patients, T). ``observation_noise=True``
+    predicts a *reading* (adds residual error), otherwise the true concentration.
+    Returns a :class:`Forecast` with arrays for the real patients only.
+    """
+    n_rows = posterior.state.time.shape[0]
+    times = np.asarray(times, np.dtype(posterior.options.dtype))
+    times = np.broadcast_to(times, (posterior.n_patients, times.shape[-1])) if times.ndim == 1 else times
+    if times.shape[0] != posterior.n_patients:
+        raise ValueError(f"times: expected {posterior.n_patients} rows, got {times.shape[0]}")
+    if np.any(np.diff(times, axis=1) < 0):
+        raise ValueError("times must be increasing")
+    now = np.asarray(posterior.state.time)[: posterior.n_patients]
+    if np.any(times[:, 0] < now - 1e-4):
+        raise ValueError("cannot predict before the posterior's time; replay from the start instead")
+    padded = np.concatenate([times, np.repeat(times[:1], n_rows - posterior.n_patients, axis=0)])
+    module = METHODS[posterior.method]
+    result = module.forecast(
+        posterior.model, posterior.state, jnp.asarray(padded), _regimen_table(posterior, regimen),
+        posterior.model.analyte_index(analyte), observation_noise, levels, posterior.options,
+    )
+    k = posterior.n_patients
+    return Forecast(result.times[:k], result.mean[:k], result.levels, result.quantiles[:k], result.samples[:k])
+
+
+class PatientParticles(NamedTuple):
+    """One patient's weighted sample of the posterior (stable public accessor).
+
+    log_params: (N, p) log θ in the order of ``model.population.names``;
+    amounts: (N, n) compartment amounts (mg) at ``time``, left limits;
+    log_weights: (N,) normalised log-weights (equal for EnKF members and MAP-Laplace draws);
+    time: the posterior's time in h (that of the last assimilated event).
+    """
+
+    log_params: np.ndarray
+    amounts: np.ndarray
+    log_weights: np.ndarray
+    time: float
+
+
+def particles(posterior: Posterior, patient: int = 0) -> PatientParticles:
+    """The particles of patient ``patient`` (row in the order given to :func:`init`).
+
+    For "map" they are N draws from the Laplace approximation replayed through the patient's
+    dose history. Parameters in natural units: ``np.exp(log_params)``; propagate them with
+    :mod:`assimilation.simulate`.
+    """
+    if not 0 <= patient < posterior.n_patients:
+        raise IndexError(f"patient {patient} out of range ({posterior.n_patients} patients)")
+    state = posterior.state
+    if posterior.method == "map":
+        state = map_estimator.laplace_particles(posterior.model, posterior.options, state)
+    return PatientParticles(
+        np.asarray(state.log_params[patient]), np.asarray(state.amounts[patient]),
+        np.asarray(state.log_weights[patient]), float(state.time[patient]),
+    )
+
+
+# ----------------------------------------------------------------------------- snapshots
+
+
+def to_bytes(posterior: Posterior) -> bytes:
+    """Serialise a posterior (arrays + method/options/model name/covariates), model excluded."""
+    leaves = jax.tree.leaves(posterior.state)
+    meta = {
+        "method": posterior.method,
+        "model": posterior.model.name,
+        "options": posterior.options._asdict(),
+        "n_patients": posterior.n_patients,
+        "covariates": list(posterior.covariates),
+    }
+    buffer = io.BytesIO()
+    arrays = {f"leaf{i}": np.asarray(jax.random.key_data(a) if jnp.issubdtype(a.dtype, jax.dtypes.prng_key) else a) for i, a in enumerate(leaves)}
+    np.savez(buffer, meta=np.frombuffer(json.dumps(meta, default=str).encode(), np.uint8), **arrays)
+    return buffer.getvalue()
+
+
+def from_bytes(data: bytes, model: Model | str | None = None) -> Posterior:
+    """Inverse of :func:`to_bytes`. ``model`` defaults to the built-in/path stored by name."""
+    with np.load(io.BytesIO(data)) as archive:
+        meta = json.loads(archive["meta"].tobytes().decode())
+        leaves = [archive[f"leaf{i}"] for i in range(len(archive.files) - 1)]
+    model = load_model(meta["model"] if model is None else model) if not isinstance(model, Model) else model
+    if model.name != meta["model"]:
+        raise ValueError(f"snapshot is for model {meta['model']!r}, got {model.name!r}")
+    module = METHODS[meta["method"]]
+    options = module.Options(**meta["options"])
+    n_rows = leaves[0].shape[0]
+    template = jax.eval_shape(
+        lambda: module.initial_state(model, options, np.zeros((n_rows, model.n_parameters)), _patient_keys(0, n_rows), 0.0)
+    )
+    treedef = jax.tree.structure(template)
+    # MAP keeps float64 numpy arrays (host-side optimiser); the filters keep device arrays
+    convert = np.asarray if meta["method"] == "map" else jnp.asarray
+    state = jax.tree.unflatten(treedef, [convert(a) for a in leaves])
+    return Posterior(meta["method"], model, options, state, meta["n_patients"], tuple(meta["covariates"]))

@@ -1,0 +1,53 @@
+"""Deterministic simulation of one parameter vector: the forward model every method shares."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from .dosing import Dose, DoseTable
+from .model import Model
+
+__all__ = ["amounts_at", "dose_table_of", "predict_readings"]
+
+
+def dose_table_of(model: Model, doses: Sequence[Dose], slots: int | None = None, dtype=jnp.float32) -> DoseTable:
+    """All ``doses`` as fresh slots (zero-padded to ``slots``)."""
+    k = max(len(doses), 1) if slots is None else slots
+    if len(doses) > k:
+        raise ValueError(f"{len(doses)} doses do not fit in {k} slots")
+    table = np.zeros((4, k))
+    compartment = np.zeros(k, np.int32)
+    for i, dose in enumerate(doses):
+        table[:, i] = (dose.time, dose.amount, dose.duration, 0)
+        compartment[i] = model.compartment_index(dose.compartment)
+    return DoseTable(
+        jnp.asarray(table[0], dtype), jnp.asarray(table[1], dtype), jnp.asarray(table[2], dtype),
+        jnp.asarray(compartment), jnp.ones(k, bool), jnp.int32(len(doses)),
+    )
+
+
+def amounts_at(model: Model, log_params: Float[Array, " p"], doses: DoseTable, times: Float[Array, " T"]) -> Float[Array, "T n"]:
+    """Compartment amounts at increasing ``times`` (left limits) starting empty before any dose."""
+    params = model.parameters(log_params)
+    cache = model.dynamics.prepare(params)
+    F, lag = model.dose_attributes(params, times.dtype)
+    start = jnp.minimum(times[0], jnp.min(jnp.where(doses.amount > 0, doses.time, times[0])))
+
+    def advance(carry, t1):
+        x, t0, table = carry
+        x = model.dynamics.propagate(params, cache, x, t0, t1, table, F, lag)
+        return (x, t1, table._replace(fresh=jnp.zeros_like(table.fresh))), x
+
+    x0 = jnp.zeros(model.n_compartments, times.dtype)
+    _, xs = jax.lax.scan(advance, (x0, start, doses), times)
+    return xs
+
+
+def predict_readings(model: Model, params: dict, amounts: Float[Array, " n"]) -> Float[Array, " A"]:
+    """Expected reading of every analyte, shape (A,)."""
+    return jnp.stack([analyte.predict(params, amounts) for analyte in model.analytes])

@@ -1,0 +1,210 @@
+"""Model structure: how compartment amounts x (mg) evolve between readings.
+
+Two interchangeable paths implement the :class:`Dynamics` protocol:
+
+* :class:`LinearCompartments` — dx/dt = K(θ) x + u(t), solved *exactly*. K is diagonalised once
+  per parameter vector (``prepare``; the result is cached with each particle), and every input
+  in the dose table is added by superposition in modal coordinates z = V⁻¹ x:
+
+      z(t1) = e^{Λ (t1−t0)} z(t0) + Σ_bolus e^{Λ (t1−a)} V⁻¹ e_c F·amt
+                                   + Σ_infusion e^{Λ (t1−b)} φ(Λ, b−a) V⁻¹ e_c F·amt/dur,
+
+  with φ(λ, τ) = (e^{λτ} − 1)/λ and [a, b] the part of the infusion inside [t0, t1).
+  No ODE stepping, any number of doses and lag times at the cost of one exponential per mode
+  per dose slot. K must be diagonalisable with real eigenvalues (true for mammillary and
+  catenary compartment models with distinct rate constants).
+* :class:`OdeCompartments` — any dx/dt = g(t, x, θ) + u(t), integrated with diffrax between
+  input breakpoints (dose arrivals, infusion starts/ends) so the solver never steps over a
+  discontinuity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .dosing import DoseTable
+
+__all__ = ["Dynamics", "LinearCompartments", "OdeCompartments", "Modes", "modes", "input_breakpoints"]
+
+Parameters = dict  # name -> scalar (natural units) for one particle
+
+
+class Dynamics(Protocol):
+    n_compartments: int
+
+    def prepare(self, params: Parameters) -> Any:
+        """Per-parameter-vector cache (e.g. an eigendecomposition); recomputed when θ changes."""
+
+    def propagate(self, params, cache, amounts, t0, t1, doses: DoseTable, bioavailability, lag):
+        """Amounts at t1 (left limit) from amounts at t0, given every dose in ``doses``."""
+
+
+# ----------------------------------------------------------------------------- linear, exact
+
+
+class Modes(NamedTuple):
+    """K = V diag(rates) V⁻¹ (rates in 1/h, all ≤ 0 for a compartment model)."""
+
+    rates: Float[Array, " n"]
+    vectors: Float[Array, "n n"]
+    inverse: Float[Array, "n n"]
+
+
+def _modes_2x2(K):
+    """Closed form for 2×2, written in scalars so XLA fuses it (4× faster than with stacked
+    intermediates, ~10× faster than LAPACK geev on CPU). The larger-magnitude root first, the
+    other as det/λ (Vieta) to avoid cancellation when the rates differ a lot."""
+    a, b, c, d = K[0, 0], K[0, 1], K[1, 0], K[1, 1]
+    half_trace = 0.5 * (a + d)
+    det = a * d - b * c
+    root = jnp.sqrt(jnp.maximum(half_trace * half_trace - det, 0.0))
+    big = jnp.where(half_trace <= 0, half_trace - root, half_trace + root)
+    big = jnp.where(big == 0, -1e-30, big)
+    small = det / big
+
+    def vector(lam):
+        # (K − λI) v = 0 from either row; the better-conditioned one is kept
+        u0, u1, w0, w1 = b, lam - a, lam - d, c
+        use_u = u0 * u0 + u1 * u1 >= w0 * w0 + w1 * w1
+        v0, v1 = jnp.where(use_u, u0, w0), jnp.where(use_u, u1, w1)
+        norm = jax.lax.rsqrt(v0 * v0 + v1 * v1)
+        return v0 * norm, v1 * norm
+
+    v00, v10 = vector(big)
+    v01, v11 = vector(small)
+    inv_det = 1.0 / (v00 * v11 - v01 * v10)
+    V = jnp.stack([jnp.stack([v00, v01]), jnp.stack([v10, v11])])
+    inverse = jnp.stack([jnp.stack([v11, -v01]), jnp.stack([-v10, v00])]) * inv_det
+    return Modes(jnp.stack([big, small]), V, inverse)
+
+
+def modes(K: Float[Array, "n n"]) -> Modes:
+    """Eigendecomposition of a compartmental rate matrix (real parts; see module docstring)."""
+    n = K.shape[-1]
+    if n == 1:
+        return Modes(K[:, 0], jnp.ones_like(K), jnp.ones_like(K))
+    if n == 2:
+        return _modes_2x2(K)
+    rates, vectors = jnp.linalg.eig(K)
+    vectors = vectors.real.astype(K.dtype)
+    return Modes(rates.real.astype(K.dtype), vectors, jnp.linalg.inv(vectors))
+
+
+def _phi(rate, tau):
+    """(e^{rate·τ} − 1)/rate, equal to τ in the limit rate → 0."""
+    small = jnp.abs(rate * tau) < 1e-6
+    safe = jnp.where(small, 1.0, rate)
+    return jnp.where(small, tau * (1 + 0.5 * rate * tau), jnp.expm1(safe * tau) / safe)
+
+
+@dataclass(frozen=True, eq=False)
+class LinearCompartments:
+    """dx/dt = K(θ) x + u(t) with ``rate_matrix(params) -> K`` of shape (n, n) in 1/h.
+
+    Example (one compartment, first-order absorption; compartments depot, central)::
+
+        LinearCompartments(2, lambda p: jnp.array([[-p["ka"], 0.0], [p["ka"], -p["CL"] / p["V"]]]))
+    """
+
+    n_compartments: int
+    rate_matrix: Callable[[Parameters], Float[Array, "n n"]]
+
+    def prepare(self, params):
+        return modes(self.rate_matrix(params))
+
+    def propagate(self, params, cache: Modes, amounts, t0, t1, doses: DoseTable, bioavailability, lag):
+        rates, V, V_inv = cache
+        n = rates.shape[0]
+        z = [jnp.exp(rates[j] * (t1 - t0)) * sum(V_inv[j, i] * amounts[i] for i in range(n)) for j in range(n)]
+        # The K dose slots and n modes are unrolled into scalar expressions: XLA fuses them into
+        # one loop over particles (arrays with tiny trailing axes vectorise poorly on CPU).
+        for k in range(doses.time.shape[-1]):
+            compartment = doses.compartment[k]
+            fresh, duration = doses.fresh[k], doses.duration[k]
+            start = jnp.where(fresh, -jnp.inf, t0)  # a fresh slot counts from its own start
+            arrival = doses.time[k] + lag[compartment]
+            delivered = bioavailability[compartment] * doses.amount[k]
+            is_bolus = duration <= 0
+            lo = jnp.maximum(arrival, start)
+            hi = jnp.minimum(arrival + duration, t1)
+            counts = jnp.where(is_bolus, (arrival >= start) & (arrival < t1), hi > lo)
+            # Exponents are clipped at 0 so masked-out slots cannot overflow (inf·0 = nan).
+            age = jnp.clip(jnp.where(is_bolus, t1 - arrival, t1 - hi), 0.0, None)
+            width = jnp.clip(hi - lo, 0.0, None)
+            per_hour = delivered / jnp.where(is_bolus, 1.0, duration)
+            for j in range(n):
+                spread = jnp.where(is_bolus, delivered, _phi(rates[j], width) * per_hour)
+                z[j] = z[j] + jnp.where(counts, jnp.exp(rates[j] * age) * spread * V_inv[j, compartment], 0.0)
+        return jnp.stack([sum(V[i, j] * z[j] for j in range(n)) for i in range(n)])
+
+
+# ----------------------------------------------------------------------------- nonlinear ODE
+
+
+def input_breakpoints(doses: DoseTable, lag, t0, t1):
+    """Sorted times in [t0, t1] where the input u(t) jumps: 2K+2 points (duplicates allowed)."""
+    arrival = doses.time + lag[doses.compartment]
+    points = jnp.concatenate([arrival, arrival + doses.duration, jnp.stack([t0, t1])])
+    return jnp.sort(jnp.clip(points, t0, t1))
+
+
+@dataclass(frozen=True, eq=False)
+class OdeCompartments:
+    """dx/dt = vector_field(t, x, params) + u(t), for nonlinear models (e.g. Michaelis–Menten
+    elimination, Friberg myelosuppression, turnover PD). Integrated with diffrax ``solver``
+    between input breakpoints; ``rtol``/``atol`` set the adaptive step controller.
+
+    The vector field must not include the dosing input u(t): doses are added by the framework.
+    """
+
+    n_compartments: int
+    vector_field: Callable[[Any, Float[Array, " n"], Parameters], Float[Array, " n"]]
+    rtol: float = 1e-6
+    atol: float = 1e-9
+    max_steps: int = 4096
+    solver: Any = field(default=None)
+
+    def prepare(self, params):
+        return ()
+
+    def propagate(self, params, cache, amounts, t0, t1, doses: DoseTable, bioavailability, lag):
+        import diffrax
+
+        solver = self.solver if self.solver is not None else diffrax.Tsit5()
+        arrival = doses.time + lag[doses.compartment]
+        # Fresh doses from before t0 (late records) are applied at t0: the ODE cannot be rewound.
+        arrival = jnp.where(doses.fresh, jnp.maximum(arrival, t0), arrival)
+        delivered = bioavailability[doses.compartment] * doses.amount
+        is_bolus = doses.duration <= 0
+        rate = jnp.where(is_bolus, 0.0, delivered / jnp.where(is_bolus, 1.0, doses.duration))
+        points = input_breakpoints(doses._replace(time=arrival - lag[doses.compartment]), lag, t0, t1)
+
+        def field_(t, x, infusion):
+            return self.vector_field(t, x, params) + infusion
+
+        term = diffrax.ODETerm(field_)
+        controller = diffrax.PIDController(rtol=self.rtol, atol=self.atol)
+
+        def segment(x, bounds):
+            lo, hi = bounds
+            # boluses arriving in [lo, hi) are added at the start of the segment (left-continuity)
+            lands = is_bolus & (arrival >= lo) & (arrival < hi) & (arrival < t1)
+            lands = lands & jnp.where(doses.fresh, True, arrival >= t0)
+            x = x.at[doses.compartment].add(jnp.where(lands, delivered, 0.0))
+            active = (~is_bolus) & (arrival <= lo) & (arrival + doses.duration >= hi)
+            infusion = jnp.zeros_like(x).at[doses.compartment].add(jnp.where(active, rate, 0.0))
+            solution = diffrax.diffeqsolve(
+                term, solver, lo, jnp.maximum(hi, lo), None, x, infusion,
+                stepsize_controller=controller, max_steps=self.max_steps,
+                saveat=diffrax.SaveAt(t1=True),
+            )
+            x_next = jnp.where(hi > lo, solution.ys[-1], x)
+            return x_next, None
+
+        x, _ = jax.lax.scan(segment, amounts, (points[:-1], points[1:]))
+        return x

@@ -1,0 +1,78 @@
+"""The boundary between the filter and the policy: a weighted particle sample of one patient.
+
+The policy never looks inside a filter. It takes a :class:`PosteriorSample` — N particles,
+each a log-parameter vector and the compartment amounts it implies at ``time`` (doses already
+given are in those amounts), with normalised log-weights — and the patient's dose history
+(for infusions still running at ``time``). Any method can produce one: a particle filter
+directly, an EnKF from its members (equal weights), MAP + Laplace from draws.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp
+from jaxtyping import Array, Float
+
+from assimilation import Model
+from assimilation.parameters import prior_mean
+
+__all__ = ["PosteriorSample", "prior_sample", "from_particles", "normalised_weights", "effective_sample_size"]
+
+
+class PosteriorSample(NamedTuple):
+    """One patient's posterior as N weighted particles at ``time`` (h).
+
+    Attributes:
+        log_params: log θ per particle, shape (N, p), in the model's parameter order.
+        amounts: compartment amounts (mg) per particle at ``time`` (left limit), shape (N, n).
+        log_weights: log-weights, shape (N,); need not be normalised.
+        time: h, the time the amounts refer to.
+        cache: optional per-particle ``model.dynamics.prepare`` results (leading axis N), e.g.
+            the particle filter's cached eigendecompositions; recomputed when None.
+    """
+
+    log_params: Float[Array, "N p"]
+    amounts: Float[Array, "N n"]
+    log_weights: Float[Array, " N"]
+    time: Float[Array, ""]
+    cache: Any = None
+
+
+def normalised_weights(log_weights: Float[Array, "... N"]) -> Float[Array, "... N"]:
+    """w_i = exp(lw_i − logsumexp(lw)), summing to 1 over the last axis."""
+    return jnp.exp(log_weights - logsumexp(log_weights, axis=-1, keepdims=True))
+
+
+def effective_sample_size(log_weights: Float[Array, "... N"]) -> Float[Array, "..."]:
+    """ESS = exp(2 logsumexp(lw) − logsumexp(2 lw))."""
+    return jnp.exp(2 * logsumexp(log_weights, axis=-1) - logsumexp(2 * log_weights, axis=-1))
+
+
+def prior_sample(model: Model, covariates: dict | None, n_particles: int, key: int = 0, time: float = 0.0,
+                 amounts: np.ndarray | None = None, dtype=jnp.float32) -> PosteriorSample:
+    """Equally weighted draws from the population prior N(log θ_typical + shift, Ω).
+
+    ``amounts`` (n,) or (N, n) sets the state at ``time`` (default: no drug on board).
+    """
+    mean = prior_mean(model.population, covariates or {})
+    root = model.population.omega_sqrt()
+    eta = np.asarray(jax.random.normal(jax.random.PRNGKey(key), (n_particles, root.shape[0]), jnp.float64 if dtype == jnp.float64 else jnp.float32))
+    log_params = mean + eta @ root.T
+    x = np.zeros((n_particles, model.n_compartments)) if amounts is None else np.broadcast_to(amounts, (n_particles, model.n_compartments))
+    return PosteriorSample(
+        jnp.asarray(log_params, dtype), jnp.asarray(x, dtype), jnp.zeros(n_particles, dtype), jnp.asarray(time, dtype)
+    )
+
+
+def from_particles(particles, dtype=jnp.float32) -> PosteriorSample:
+    """From the engine's accessor ``assimilation.online.particles(posterior, patient)`` (or any
+    object with ``log_params``, ``amounts``, ``log_weights`` and ``time``). Doses recorded after
+    ``time`` are not yet in the amounts: pass the full dose history to the policy."""
+    return PosteriorSample(
+        jnp.asarray(particles.log_params, dtype), jnp.asarray(particles.amounts, dtype),
+        jnp.asarray(particles.log_weights, dtype), jnp.asarray(particles.time, dtype),
+    )

@@ -1,0 +1,385 @@
+"""The worker that keeps every monitored patient's posterior current.
+
+Committed readings and doses arrive from ingest (``submit`` is its commit listener) into a
+bounded queue: when assimilation falls behind, ``submit`` blocks, ingest stops acknowledging,
+and the broker holds the messages. The worker gathers events for ``batch_window_s``, lets
+each patient's :class:`Timeline` decide what is due (reorder window, late events), and
+assimilates the due patients of one model in one vmapped update. Then the policy evaluates
+the patients that changed and their alerts go to the sinks (state DB, MQTT, dashboard).
+
+Restart: each patient's posterior is checkpointed every ``checkpoint_interval_s``; on start
+the worker restores it and replays the stored events after it (or everything, if a late
+event landed before the checkpoint's time since). The posterior is a function of the sorted
+events, so the result equals an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from assimilation import load_model
+from assimilation.online import Posterior, from_bytes, init, to_bytes, update
+from ingest.records import Batch
+from ingest.store import Store
+from mipdstream.service.batching import split, stack
+from mipdstream.service.events import dose_event, reading_event
+from mipdstream.service.metrics import ServiceMetrics
+from mipdstream.service.state_db import AlertRecord, Checkpoint, PatientRecord, ServiceDB
+from mipdstream.service.summaries import PosteriorSummary, summarise
+from mipdstream.service.timeline import Snapshot, Timeline, TimelineEvent, Work
+
+log = logging.getLogger(__name__)
+
+
+class Evaluator(Protocol):
+    """The dosing policy as the service sees it: alerts for one patient after an update."""
+
+    def __call__(self, patient: PatientRecord, posterior: Posterior, work: Work, now_s: float) -> list[AlertRecord]: ...
+
+
+AlertSink = Callable[[list[AlertRecord]], None]
+SummarySink = Callable[[list[PosteriorSummary]], None]
+
+
+@dataclass(frozen=True)
+class FilterSettings:
+    method: str = "pf"
+    n_particles: int = 1000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Timing:
+    reorder_window_s: float = 2.0
+    batch_window_s: float = 0.2
+    max_batch: int = 256
+    checkpoint_interval_s: float = 30.0
+    snapshot_every_h: float = 6.0
+    queue_max: int = 10_000
+    tick_s: float = 60.0  # how often the policy looks at the wall clock (silent sensors); 0: never
+
+
+def patient_seed(seed: int, patient_id: str) -> int:
+    """A patient's random stream depends on its id and the seed only (not on who else is batched)."""
+    digest = hashlib.blake2b(f"{seed}:{patient_id}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
+class Assimilator:
+    def __init__(
+        self,
+        db: ServiceDB,
+        store: Store,
+        filters: FilterSettings = FilterSettings(),
+        timing: Timing = Timing(),
+        evaluator: Evaluator | None = None,
+        metrics: ServiceMetrics | None = None,
+        owns: Callable[[str], bool] | None = None,
+        name: str = "",
+    ):
+        """``owns(patient_id)``: whether this worker assimilates that patient (all by default)."""
+        self.db, self.store, self.filters, self.timing = db, store, filters, timing
+        self.owns = owns or (lambda patient_id: True)
+        self.name = name
+        self.evaluator = evaluator
+        self.metrics = metrics or ServiceMetrics()
+        self._sinks: list[AlertSink] = [db.add_alerts]
+        self._summary_sinks: list[SummarySink] = []
+        self._queue: queue.Queue[tuple[float, Batch]] = queue.Queue(maxsize=timing.queue_max)
+        self._patients: dict[str, PatientRecord] = {}
+        self._timelines: dict[str, Timeline] = {}
+        self._dirty: set[str] = set()  # changed since the last checkpoint
+        self._waiting: set[str] = set()  # have pending events
+        self._lock = threading.Lock()  # guards _timelines for readers (API)
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_checkpoint = time.monotonic()
+        self._last_tick = time.monotonic()
+        self.metrics.queue_depth.set_function(self._queue.qsize)
+
+    # -- wiring -----------------------------------------------------------------------
+
+    def add_sink(self, sink: AlertSink) -> None:
+        self._sinks.append(sink)
+
+    def add_summary_sink(self, sink: SummarySink) -> None:
+        """Receives posterior quantiles of every analyte after each update."""
+        self._summary_sinks.append(sink)
+
+    def submit(self, batch: Batch, committed_at: float | None = None) -> None:
+        """Ingest's commit listener. Blocks while the queue is full (backpressure)."""
+        if batch.readings or batch.doses:
+            while not self._stopping.is_set():
+                try:
+                    self._queue.put((time.monotonic(), batch), timeout=0.5)
+                    return
+                except queue.Full:
+                    self.metrics.backpressure.inc()
+
+    def posterior(self, patient_id: str) -> tuple[Posterior, float] | None:
+        """The patient's current posterior and its time (model h), or None if not monitored."""
+        with self._lock:
+            timeline = self._timelines.get(patient_id)
+            return None if timeline is None else (timeline.current.posterior, timeline.current.time)
+
+    def monitored(self) -> list[str]:
+        """Ids of the patients this worker keeps current."""
+        with self._lock:
+            return sorted(self._timelines)
+
+    def patient(self, patient_id: str) -> PatientRecord | None:
+        return self._patients.get(patient_id)
+
+    # -- life cycle -------------------------------------------------------------------
+
+    def start(self) -> Assimilator:
+        self.recover()
+        self._thread = threading.Thread(target=self._loop, name="mipd-assimilator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            # No timeout: the batch in hand finishes (a thread left inside XLA at exit aborts the process).
+            self._thread.join()
+        self.checkpoint()
+
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def idle(self) -> bool:
+        """Nothing queued, pending or in flight (for tests and the demo's progress line)."""
+        return self._queue.empty() and not self._waiting
+
+    def recover(self) -> None:
+        """Timelines for every configured patient, from checkpoints plus the stored events after them."""
+        works = []
+        for patient in self.db.patients():
+            if not self.owns(patient.patient_id):
+                continue
+            timeline = self._timeline(patient)
+            history = self._history(patient)
+            checkpoint = self.db.checkpoint(patient.patient_id)
+            start = timeline.prior
+            if checkpoint is not None:
+                n_before = sum(1 for e in history if e.time <= checkpoint.time_h)
+                if n_before == checkpoint.n_events:
+                    model = load_model(patient.model)
+                    start = Snapshot(checkpoint.time_h, checkpoint.n_events, from_bytes(checkpoint.posterior, model))
+                    timeline.current, timeline.snapshots = start, [start]
+                else:
+                    self.metrics.rewinds.labels("recovery").inc()
+            rest = [e for e in history if e.time > start.time]
+            if rest:
+                timeline.busy = True
+                works.append(Work(patient.patient_id, start, rest, "append"))
+        if works:
+            self._run(works)
+        log.info("recovered %d patients (%d with events to replay)", len(self._timelines), len(works))
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._admit(self._take(self.timing.batch_window_s))
+                now = time.monotonic()
+                works = [w for pid in sorted(self._waiting) if (w := self._timelines[pid].due(now)) is not None]
+                self._waiting = {pid for pid in self._waiting if self._timelines[pid].pending}
+                if works:
+                    self._run(works)
+                if now - self._last_checkpoint >= self.timing.checkpoint_interval_s:
+                    self.checkpoint()
+                if self.timing.tick_s > 0 and now - self._last_tick >= self.timing.tick_s:
+                    self._tick()
+            except Exception:  # the loop must survive a bug in one batch; the events stay in the store
+                log.exception("assimilation loop iteration failed")
+                self.metrics.failures.inc()
+
+    def _take(self, window_s: float) -> list[tuple[float, Batch]]:
+        items = []
+        try:
+            items.append(self._queue.get(timeout=window_s))
+        except queue.Empty:
+            return items
+        deadline = time.monotonic() + window_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                items.append(self._queue.get(timeout=left))
+            except queue.Empty:
+                break
+        return items
+
+    def _admit(self, items: Iterable[tuple[float, Batch]]) -> None:
+        for arrived, batch in items:
+            for patient_id, event in self._events_of(batch):
+                timeline = self._timelines.get(patient_id)
+                if timeline is None or event.time < 0:
+                    self.metrics.events.labels("ignored").inc()
+                    continue
+                if not timeline.admit(event, arrived):
+                    self.metrics.events.labels("duplicate").inc()
+                    continue
+                self.metrics.events.labels("admitted").inc()
+                self._waiting.add(patient_id)
+
+    def _events_of(self, batch: Batch) -> Iterable[tuple[str, TimelineEvent]]:
+        for reading in batch.readings:
+            patient = self._known(reading.patient_id)
+            if patient is not None and (event := reading_event(patient, load_model(patient.model), reading)) is not None:
+                yield patient.patient_id, event
+        for dose in batch.doses:
+            patient = self._known(dose.patient_id)
+            if patient is not None and (event := dose_event(patient, dose)) is not None:
+                yield patient.patient_id, event
+
+    def _known(self, patient_id: str) -> PatientRecord | None:
+        if patient_id not in self._patients:  # a patient configured after start
+            if not self.owns(patient_id):
+                return None
+            record = self.db.patient(patient_id)
+            if record is None:
+                return None
+            self._timeline(record)
+        return self._patients[patient_id]
+
+    def _timeline(self, patient: PatientRecord) -> Timeline:
+        model = load_model(patient.model)
+        prior = init(
+            model, patient.covariates, patient_seed(self.filters.seed, patient.patient_id),
+            self.filters.n_particles, self.filters.method,
+        )
+        timeline = Timeline(
+            patient.patient_id, Snapshot(float("-inf"), 0, prior),
+            reorder_window_s=self.timing.reorder_window_s, snapshot_every_h=self.timing.snapshot_every_h,
+        )
+        with self._lock:
+            self._patients[patient.patient_id] = patient
+            self._timelines[patient.patient_id] = timeline
+        return timeline
+
+    def _history(self, patient: PatientRecord) -> list[TimelineEvent]:
+        """Every stored event of the patient, in timeline order (the store is the record)."""
+        model = load_model(patient.model)
+        events = [reading_event(patient, model, r) for r in self.store.readings(patient.patient_id)]
+        events += [dose_event(patient, d) for d in self.store.doses(patient.patient_id)]
+        return sorted((e for e in events if e is not None and e.time >= 0), key=lambda e: e.order)
+
+    # -- assimilation -----------------------------------------------------------------
+
+    def _run(self, works: list[Work]) -> None:
+        groups: dict[str, list[Work]] = defaultdict(list)
+        for work in works:
+            if work.kind == "full":
+                # The store is the record; the released events are added in case they are not
+                # queryable yet (an InfluxDB spool that has not drained).
+                stored = {e.key: e for e in self._history(self._patients[work.patient_id])}
+                stored.update({e.key: e for e in work.events})
+                events = sorted(stored.values(), key=lambda e: e.order)
+                work = Work(work.patient_id, self._timelines[work.patient_id].prior, events, "full")
+            if work.kind != "append":
+                self.metrics.rewinds.labels(work.kind).inc()
+            groups[self._patients[work.patient_id].model].append(work)
+        for model_name in sorted(groups):
+            group = groups[model_name]
+            for i in range(0, len(group), self.timing.max_batch):
+                self._update(group[i : i + self.timing.max_batch])
+
+    def _update(self, works: list[Work]) -> None:
+        started = time.perf_counter()
+        try:
+            batch = update(stack([w.start.posterior for w in works]), [[e.event for e in w.events] for w in works])
+            posteriors = split(batch)
+        except Exception:
+            if len(works) > 1:  # find the one that fails; the others go on
+                for work in works:
+                    self._update([work])
+                return
+            log.exception("patient %s: update failed; its %d events stay stored", works[0].patient_id, len(works[0].events))
+            self.metrics.failures.inc()
+            self._timelines[works[0].patient_id].busy = False
+            return
+        self.metrics.update_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_size.observe(len(works))
+        # Summaries first: whoever sees the new posterior also finds its summary.
+        self._summarise(works, batch)
+        with self._lock:
+            for work, posterior in zip(works, posteriors):
+                timeline = self._timelines[work.patient_id]
+                timeline.complete(work, posterior, work.events if work.kind == "full" else None)
+                self._dirty.add(work.patient_id)
+        self.metrics.assimilated.inc(sum(len(w.events) for w in works))
+        self._evaluate(works, posteriors)
+
+    def _summarise(self, works: list[Work], batch: Posterior) -> None:
+        if not self._summary_sinks:
+            return
+        try:
+            times = [float(t) for t in np.asarray(batch.state.time)[: len(works)]]
+            summaries = summarise(batch, [self._patients[w.patient_id] for w in works], times)
+        except Exception:
+            log.exception("posterior summaries failed")
+            self.metrics.failures.inc()
+            return
+        for sink in self._summary_sinks:
+            try:
+                sink(summaries)
+            except Exception:
+                log.exception("summary sink %r failed", sink)
+
+    def _evaluate(self, works: list[Work], posteriors: list[Posterior]) -> None:
+        if self.evaluator is None:
+            return
+        alerts: list[AlertRecord] = []
+        now = time.time()
+        for work, posterior in zip(works, posteriors):
+            try:
+                alerts += self.evaluator(self._patients[work.patient_id], posterior, work, now)
+            except Exception:
+                log.exception("policy evaluation failed for patient %s", work.patient_id)
+                self.metrics.failures.inc()
+        self._emit(alerts)
+
+    def _emit(self, alerts: list[AlertRecord]) -> None:
+        if not alerts:
+            return
+        for alert in alerts:
+            self.metrics.alerts.labels(alert.kind, alert.severity).inc()
+        for sink in self._sinks:
+            try:
+                sink(alerts)
+            except Exception:
+                log.exception("alert sink %r failed", sink)
+
+    def _tick(self) -> None:
+        self._last_tick = time.monotonic()
+        tick = getattr(self.evaluator, "tick", None)
+        if tick is not None:
+            with self._lock:
+                patients = [self._patients[pid] for pid in self._timelines]
+            self._emit(tick(patients, time.time()))
+
+    def checkpoint(self) -> None:
+        """Persist the current posterior of every patient that changed since the last call."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            checkpoints = [
+                Checkpoint(pid, self._timelines[pid].current.time, self._timelines[pid].current.n_events,
+                           to_bytes(self._timelines[pid].current.posterior))
+                for pid in sorted(dirty)
+            ]
+        if checkpoints:
+            self.db.save_checkpoints(checkpoints, writer=self.name)
+            self.metrics.checkpoints.inc(len(checkpoints))
+        self._last_checkpoint = time.monotonic()

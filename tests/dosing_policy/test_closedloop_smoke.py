@@ -1,0 +1,106 @@
+"""Structural invariants of the closed-loop benchmark (benchmarks/closedloop.py) on a handful
+of patients: same truth in every arm, fractions that add up, the weight-based rule as stated,
+a filter with no readings dosing as from its prior, decision AUCs that match a simulation."""
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from assimilation import Dose, load_model
+from assimilation.online import init, update
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cl():
+    spec = importlib.util.spec_from_file_location("closedloop_under_test", ROOT / "benchmarks" / "closedloop.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def cohort(cl):
+    return cl.make_cohort(4, 11, ("vancomycin_thomson", "vancomycin"))
+
+
+def test_truth_does_not_depend_on_the_truth_selection_and_arms_share_it(cl, cohort):
+    alone = cl.make_cohort(4, 11, ("vancomycin_thomson",))
+    np.testing.assert_array_equal(alone.truth_log_params["vancomycin_thomson"], cohort.truth_log_params["vancomycin_thomson"])
+    np.testing.assert_array_equal(alone.level_z, cohort.level_z)
+    assert not np.allclose(cohort.truth_log_params["vancomycin"], cohort.truth_log_params["vancomycin_thomson"])
+    a = cl.run_arm("weight_based", "vancomycin_thomson", cohort, 11, 0, 0, log=lambda s: None)
+    b = cl.run_arm("trough_guided", "vancomycin_thomson", cohort, 11, 0, 0, log=lambda s: None)
+    # same patients, same first 36 h of doses (the trough arm acts from the 35.5 h trough on): same true day-1 AUC
+    np.testing.assert_allclose(a.auc[:, 0], b.auc[:, 0], rtol=1e-6)
+    assert np.all(b.plasma_levels == len(cl.TROUGH_TIMES)) and np.all(a.plasma_levels == 0)
+
+
+def test_weight_based_doses_are_25_then_15_mg_per_kg_q12h_rounded_to_250(cl, cohort):
+    result = cl.run_arm("weight_based", "vancomycin", cohort, 11, 0, 0, log=lambda s: None)
+    for c, doses in zip(cohort.covariates, result.doses):
+        load = min(3000.0, max(500.0, 250.0 * round(25.0 * c["WT"] / 250.0)))
+        maintenance = min(3000.0, max(500.0, 250.0 * round(15.0 * c["WT"] / 250.0)))
+        assert [d.time for d in doses] == [0.0, 12.0, 24.0, 36.0, 48.0, 60.0]
+        assert doses[0].amount == load and all(d.amount == maintenance for d in doses[1:])
+        assert all(d.amount / d.duration <= 600.0 + 1e-9 and d.duration >= 1.0 for d in doses)  # <= 10 mg/min, >= 1 h
+
+
+def test_rows_fractions_add_up_and_wilson_intervals_bracket_them(cl):
+    auc = np.array([[350.0, 450.0, 650.0], [500.0, 610.0, 399.0], [400.0, 600.0, 601.0], [700.0, 300.0, 500.0]])
+    result = cl.ArmResult(auc, [[]] * 4, np.array([3, 3, 3, 3]), np.array([10, 0, 0, 0]), np.zeros(4, int))
+    rows = cl.rows_of("filter", "vancomycin_thomson", result, 0)
+    assert [r["day"] for r in rows] == [1, 2, 3]
+    for r in rows:
+        assert math.isclose(r["in_range"] + r["above_600"] + r["below_400"], 1.0)
+        for key in ("in_range", "above_600", "below_400"):
+            low, high = r[key + "_ci95"]
+            assert 0.0 <= low <= r[key] <= high <= 1.0
+    assert rows[0]["in_range"] == 0.5 and rows[2]["above_600"] == 0.5  # 400 and 600 are in range
+    assert rows[0]["samples_per_patient"] == 3 + 2.5
+    assert cl.wilson(0, 10)[0] == 0.0 and math.isclose(cl.wilson(10, 10)[1], 1.0)
+
+
+def test_filter_with_no_readings_doses_as_from_its_prior(cl, cohort):
+    model = load_model(cl.CONTROLLER)
+    covariates = list(cohort.covariates)
+    prior = init(model, covariates, key=3, n_particles=64, dose_slots=8)
+    doses = [[Dose(0.0, 2000.0, 0, 3.5), Dose(12.0, 1250.0, 0, 2.5)] for _ in covariates]
+    after = update(prior, doses)  # doses only: nothing to learn from
+    np.testing.assert_array_equal(np.asarray(after.state.log_params), np.asarray(prior.state.log_params))
+    np.testing.assert_allclose(np.asarray(after.state.log_weights), np.asarray(prior.state.log_weights))
+    P = len(covariates)
+    choose = lambda post: cl.choose(model, np.asarray(post.state.log_params)[:P], np.asarray(post.state.log_weights)[:P],
+                                    doses, 12.0, covariates, point=False, starts=cl.SENSOR_STARTS)
+    assert choose(after) == choose(prior)
+
+
+def test_point_decision_matches_a_simulation_of_the_chosen_regimen(cl, cohort):
+    """MAP rule at 12 h on the prior mode: the chosen regimen's simulated calendar-day AUCs are
+    the ones the decision kernel scored (no candidate is closer to 500 by the same measure)."""
+    model = load_model(cl.CONTROLLER)
+    covariates = list(cohort.covariates)[:2]
+    from assimilation.parameters import prior_mean
+    modes = np.stack([prior_mean(model.population, c) for c in covariates])[:, None, :]
+    history = [[Dose(0.0, 1500.0, 0, 2.5)] for _ in covariates]
+    chosen = cl.choose(model, modes, np.zeros((2, 1)), history, 12.0, covariates, point=True, starts=cl.SENSOR_STARTS)
+
+    def loss(i, regimen):
+        doses = history[i] + [d for d in regimen.doses(0.0, 96.0)]
+        plasma, _ = cl.simulate_truth(model, modes[i:i + 1, 0], [doses])
+        auc_today = cl.daily_auc(plasma)[0, 0]
+        return abs(auc_today - 500.0), doses
+
+    for i, regimen in enumerate(chosen):
+        assert regimen.start in (12.0, 16.0)
+        best, doses = loss(i, regimen)
+        assert all(d.time >= 12.0 for d in doses[1:])
+        # a simulated day-1 AUC close to the target when the regimen can reach it
+        others = [loss(i, r)[0] for r in cl.candidates(12.0, cl.SENSOR_STARTS)[::7]]
+        assert best <= min(others) + 0.1 * 500.0

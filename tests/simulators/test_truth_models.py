@@ -1,0 +1,118 @@
+"""Truth models: the library-backed one and the self-contained one obey mass balance and the
+library's own prior, and a cohort drawn from the library model is valid on the wire."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from device_simulators.cohort import CohortConfig, merged_messages, simulate_cohort
+from device_simulators.dosing import AdministeredDose, ScheduledDose
+from device_simulators.truth_models import truth_model
+from device_simulators.vancomycin_model import OneCompartmentVancomycin
+from tests.simulators.scoring import readings_by_device
+
+NOW = time.time()
+T0 = NOW - 30 * 86400.0
+
+
+def _single_infusion(amount=1000.0, duration_s=3600.0) -> list[AdministeredDose]:
+    scheduled = ScheduledDose(T0, "vancomycin", amount, "iv_infusion", duration_s)
+    return [AdministeredDose(scheduled, T0, duration_s, True)]
+
+
+def _auc_mg_h_per_l(model, parameters, covariates, doses, code="20578-1", hours=600.0) -> float:
+    times = T0 + np.linspace(0.0, hours * 3600.0, 30001)
+    concentration = model.trajectories(parameters, covariates, doses, times)[code]
+    return float(np.trapezoid(concentration, (times - T0) / 3600.0))
+
+
+@pytest.fixture(scope="module")
+def library_vancomycin():
+    pytest.importorskip("jax")
+    return truth_model("vancomycin")
+
+
+def test_library_model_conserves_mass_auc_equals_dose_over_clearance(library_vancomycin):
+    model = library_vancomycin
+    covariates = model.sample_covariates(np.random.default_rng(1))
+    parameters = model.sample_parameters(covariates, np.random.default_rng(2))
+    auc = _auc_mg_h_per_l(model, parameters, covariates, _single_infusion(1000.0))
+    assert auc == pytest.approx(1000.0 / parameters["CL"], rel=0.02)
+    # a missed dose contributes nothing
+    missed = [AdministeredDose(_single_infusion()[0].scheduled, T0, 0.0, False)]
+    assert _auc_mg_h_per_l(model, parameters, covariates, missed, hours=10) == 0.0
+
+
+def test_library_model_draws_parameters_from_the_library_prior(library_vancomycin):
+    from assimilation.parameters import prior_mean
+
+    model = library_vancomycin
+    population = model.model.population
+    covariates = model.sample_covariates(np.random.default_rng(0))
+    rng = np.random.default_rng(3)
+    draws = np.log([[model.sample_parameters(covariates, rng)[n] for n in population.names] for _ in range(3000)])
+    assert np.allclose(draws.mean(axis=0), prior_mean(population, covariates), atol=0.03)
+    assert np.allclose(np.cov(draws.T), population.omega, atol=0.02)
+
+
+def test_library_model_readings_are_unsorted_time_safe(library_vancomycin):
+    model = library_vancomycin
+    covariates = model.sample_covariates(np.random.default_rng(1))
+    parameters = model.sample_parameters(covariates, np.random.default_rng(2))
+    times = T0 + np.array([7200.0, 600.0, 36000.0, 1800.0])
+    shuffled = model.trajectories(parameters, covariates, _single_infusion(), times)["20578-1"]
+    ordered = model.trajectories(parameters, covariates, _single_infusion(), np.sort(times))["20578-1"]
+    assert np.allclose(shuffled, ordered[np.argsort(np.argsort(times))])
+
+
+def test_library_cohort_messages_are_valid_on_the_wire(library_vancomycin):
+    cohort = simulate_cohort(library_vancomycin, 3, NOW - 86400.0 - 3600.0, 86400.0, seed=1)
+    readings = readings_by_device(merged_messages(cohort), NOW)
+    assert sum(len(r) for r in readings.values()) > 3 * 200
+    assert {p.devices["biosensor"] for p in cohort} <= set(readings)
+
+
+def test_closed_form_vancomycin_conserves_mass():
+    model = OneCompartmentVancomycin()
+    covariates = model.sample_covariates(np.random.default_rng(4))
+    parameters = model.sample_parameters(covariates, np.random.default_rng(5))
+    auc = _auc_mg_h_per_l(model, parameters, covariates, _single_infusion(1500.0, 5400.0))
+    assert auc == pytest.approx(1500.0 / parameters["cl_l_h"], rel=0.01)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, analyte, drug, days", [
+    ("docetaxel_friberg", "751-8", "docetaxel", 7.0),
+    ("warfarin_hamberg", "34714-6", "warfarin", 3.0),
+])
+def test_other_library_models_get_the_right_devices_and_valid_messages(name, analyte, drug, days):
+    """No vancomycin biosensor on a docetaxel patient: the meter measures the model's analyte."""
+    pytest.importorskip("jax")
+    try:
+        model = truth_model(name)
+    except ValueError as missing:
+        pytest.skip(str(missing))
+    config = CohortConfig(truth_grid_s=3600.0)
+    cohort = simulate_cohort(model, 1, NOW - days * 86400.0 - 3600.0, days * 86400.0, seed=2, config=config)
+    patient = cohort[0]
+    assert "biosensor" not in patient.devices
+    readings = readings_by_device(merged_messages(cohort), NOW)[patient.devices["meter"]]
+    assert len(readings) >= 2 and {r.reading.n for r in readings} == {analyte}
+    truth = np.interp([r.reading.t for r in readings], patient.truth_times, patient.truth[analyte])
+    assert np.allclose([r.value for r in readings], truth, rtol=0.5)  # the meter reads this patient's level
+    doses = [json.loads(m.payload) for m in patient.messages if m.topic.endswith("/dose")]
+    assert doses and {d["drug"] for d in doses} == {drug}
+
+
+def test_library_vancomycin_patient_decides_the_biosensor_lag_ratio_and_gain(library_vancomycin):
+    if "keo" not in library_vancomycin.model.population.names:
+        pytest.skip("the library's vancomycin model has no effect compartment yet")
+    patient = simulate_cohort(library_vancomycin, 1, NOW - 86400.0 - 3600.0, 86400.0, seed=3)[0]
+    sensor = patient.device_truth[patient.devices["biosensor"]]
+    assert sensor["params"]["lag_tau_s"] == pytest.approx(3600.0 / patient.parameters["keo"])
+    assert sensor["params"]["isf_ratio"] == pytest.approx(patient.parameters["R_isf"])
+    assert sensor["calibration"]["gain"] == pytest.approx(patient.parameters["bias"])
