@@ -18,8 +18,9 @@ from mipdstream.config import Settings
 from mipdstream.service.assimilator import patient_seed
 from mipdstream.service.live import live_service
 from mipdstream.service.state_db import PatientRecord
+from ingest.mqtt import connect
 from tests.publishing import AckedPublisher, wait_until
-from wire.topics import TopicKind, device_topic
+from wire.topics import TopicKind, device_topic, team_alert_topic
 
 MODEL = str(Path(__file__).parent / "models" / "serum_vancomycin.py")
 TRUE_CL = {"fast": 7.5, "slow": 2.7}  # L/h; the prior's typical CL at CrCL 120 is 4.5 L/h
@@ -82,3 +83,84 @@ def test_devices_to_posterior_through_a_real_broker(settings, mosquitto):
         assert "mipd_assimilated_events_total 10.0" in metrics
         assert "mipd_ingest_readings 8.0" in metrics
         assert 'mipd_assimilation_batch_patients_bucket{le="1.0"}' in metrics
+
+
+def test_an_overexposed_patient_raises_an_alert_that_reaches_an_mqtt_subscriber(settings, mosquitto):
+    """Vancomycin 2 g q12h in a patient whose levels show a clearance far below the prior's:
+    the policy predicts AUC24 above 600 and the care team's MQTT consumer hears about it."""
+    from mipdstream.service.policy import PolicyEvaluator
+
+    origin = float(int(time.time()) - 30 * 3600)
+    heard = []
+    with live_service(settings, evaluator=PolicyEvaluator(settings)) as live:
+        live.db.add_patient(PatientRecord("slow-cl", "vancomycin", {"CRCL": 120.0, "WT": 70.0, "DIAL": 0.0}, origin, "ward-7"))
+        for device in ("slow-pump", "slow-poc"):
+            live.ingest.registry.register_device(device, "poc-meter")
+            live.ingest.registry.enroll(device, "slow-cl", origin - 60)
+        consumer, _ = connect(mosquitto.url, "ward-7-console", protocol="5",
+                              subscriptions=[(team_alert_topic("ward-7"), 1)],
+                              on_message=lambda c, u, m: heard.append(json.loads(m.payload)))
+        publisher = AckedPublisher(live.ingest.url, "devices", protocol="5")
+        for i, t in enumerate((0.0, 12.0)):
+            publisher.publish(device_topic("slow-pump", TopicKind.DOSE), f"d{i}", json.dumps({
+                "id": f"d{i}", "seq": i, "t": origin + 3600 * t, "drug": "vancomycin", "amt": 2000.0, "u": "mg",
+                "route": "iv_infusion", "dur": 7200.0}))
+        # Levels of a patient with CL ~1.5 L/h (typical 4.5): they climb and barely fall.
+        for i, (t, c) in enumerate(((11.5, 32.0), (14.0, 62.0), (20.0, 55.0), (23.5, 52.0))):
+            publisher.publish(device_topic("slow-poc", TopicKind.READING), f"r{i}", json.dumps({
+                "id": f"r{i}", "seq": i, "t": origin + 3600 * t, "n": "20578-1", "u": "mg/L", "v": c}))
+        publisher.wait_all_acked(30)
+        publisher.close()
+        assert wait_until(lambda: any(a["kind"] in ("toxicity_risk", "exposure_out_of_range") for a in heard), timeout=240)
+        consumer.disconnect()
+        consumer.loop_stop()
+        stored = live.db.alerts("slow-cl")
+    alert = next(a for a in heard if a["kind"] in ("toxicity_risk", "exposure_out_of_range"))
+    assert alert["patient_id"] == "slow-cl" and alert["details"]["median"] > 600, alert
+    assert alert["details"]["provenance"]["model_id"] == "vancomycin" and alert["message"]
+    assert alert["alert_id"] in {a.alert_id for a in stored}  # stored, then published
+
+
+def test_simulated_devices_pull_each_posterior_toward_the_simulators_truth(settings, mosquitto):
+    """The vendor kit's virtual cohort (pump + point-of-care meter) drives the live service;
+    each patient's 90% interval for clearance holds the truth the simulator recorded, and the
+    levels narrow it for the typical patient."""
+    from device_simulators.cohort import CohortConfig
+    from device_simulators.runner import MEMORY, run_simulation
+
+    hours = 72.0
+    start = time.time() - hours * 3600
+    records = {}
+    with live_service(settings) as live:
+        def enroll(patients):
+            for p in patients:
+                for role, device in p.devices.items():
+                    live.ingest.registry.register_device(device, role)
+                    live.ingest.registry.enroll(device, p.patient_id, start - 3600)
+                live.db.add_patient(PatientRecord(p.patient_id, "vancomycin", dict(p.covariates), start))
+                records[p.patient_id] = p
+
+        summary = run_simulation("vancomycin", 4, 0.0, live.ingest.url, None, 5, hours, progress=False, start_t=start,
+                                 config=CohortConfig(biosensor=None, creatinine_meter=None), outbox_path=MEMORY,
+                                 protocol="5", on_cohort=enroll)
+        assert summary.acked == summary.messages and summary.left_in_outbox == 0
+        expected = sum(len(p.doses) for p in records.values()) + sum(
+            1 for p in records.values() for m in p.messages if "/reading" in m.topic)
+        assert wait_until(lambda: live.assimilator.metrics.assimilated._value.get() >= expected, timeout=240)
+        assert wait_until(live.assimilator.idle, timeout=60)
+        model = load_model("vancomycin")
+        cl = model.population.names.index("CL")
+        prior_sd = float(np.sqrt(model.population.omega[cl, cl]))
+        widths = []
+        for patient_id, patient in records.items():
+            posterior, _ = live.assimilator.posterior(patient_id)
+            weights = np.exp(np.asarray(posterior.state.log_weights[0]))
+            log_cl = np.asarray(posterior.state.log_params[0][:, cl])
+            order = np.argsort(log_cl)
+            cdf = np.cumsum(weights[order]) / weights.sum()
+            low, high = log_cl[order][np.searchsorted(cdf, 0.05)], log_cl[order][np.searchsorted(cdf, 0.95)]
+            truth = np.log(patient.parameters["CL"])
+            # the truth the simulator recorded is inside the 90% interval
+            assert low <= truth <= high, (patient_id, np.exp([low, truth, high]))
+            widths.append((high - low) / (2 * 1.645 * prior_sd))
+        assert np.median(widths) < 1.0, widths  # the levels narrowed the typical patient's interval
