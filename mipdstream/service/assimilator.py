@@ -143,6 +143,9 @@ class Assimilator:
     # -- life cycle -------------------------------------------------------------------
 
     def start(self) -> Assimilator:
+        bind = getattr(self.evaluator, "bind", None)
+        if bind is not None:  # the evaluator may run slow work on its own thread and report later
+            bind(self._emit)
         self.recover()
         self._thread = threading.Thread(target=self._loop, name="mipd-assimilator", daemon=True)
         self._thread.start()
@@ -153,6 +156,9 @@ class Assimilator:
         if self._thread is not None:
             # No timeout: the batch in hand finishes (a thread left inside XLA at exit aborts the process).
             self._thread.join()
+        close = getattr(self.evaluator, "close", None)
+        if close is not None:
+            close()
         self.checkpoint()
 
     def queue_depth(self) -> int:
@@ -160,7 +166,8 @@ class Assimilator:
 
     def idle(self) -> bool:
         """Nothing queued, pending or in flight (for tests and the demo's progress line)."""
-        return self._queue.empty() and not self._waiting
+        evaluator_idle = getattr(self.evaluator, "idle", lambda: True)
+        return self._queue.empty() and not self._waiting and evaluator_idle()
 
     def recover(self) -> None:
         """Timelines for every configured patient, from checkpoints plus the stored events after them."""

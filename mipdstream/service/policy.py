@@ -24,6 +24,7 @@ import importlib
 import logging
 import statistics
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from assimilation import Dose, load_model
@@ -81,6 +82,7 @@ class PatientPolicyState:
     watched: set[str] = field(default_factory=set)
     last_assessed: float = float("-inf")
     suggestion: dict | None = None  # the last recommended regimen, structured, with its decision time
+    lock: threading.Lock = field(default_factory=threading.Lock)  # the alert machine: two threads step it
 
 
 class PolicyEvaluator:
@@ -88,6 +90,52 @@ class PolicyEvaluator:
         self.settings, self.assess_every_h, self.policy = settings, assess_every_h, policy
         self._patients: dict[str, PatientPolicyState] = {}
         self._lock = threading.Lock()
+        self._emit: Callable[[list[AlertRecord]], None] | None = None
+        self._pending: dict[str, tuple] = {}  # patient id -> its latest assessment request
+        self._wake = threading.Condition()
+        self._closing = False
+        self._busy = False
+        self._worker: threading.Thread | None = None
+
+    # -- assessments on their own thread ------------------------------------------------------
+
+    def bind(self, emit: Callable[[list[AlertRecord]], None]) -> None:
+        """Run regimen assessments on a thread of their own (their alerts go to ``emit``), so
+        a regimen search, or its compilation, never holds up assimilation. Requests for the
+        same patient coalesce: only the latest posterior is assessed."""
+        self._emit = emit
+        self._worker = threading.Thread(target=self._assess_forever, name="mipd-policy", daemon=True)
+        self._worker.start()
+
+    def close(self) -> None:
+        with self._wake:
+            self._closing = True
+            self._wake.notify_all()
+        if self._worker is not None:
+            self._worker.join()
+
+    def idle(self) -> bool:
+        with self._wake:
+            return not self._pending and not self._busy
+
+    def _assess_forever(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._closing:
+                    self._wake.wait()
+                if self._closing:
+                    return
+                _, request = self._pending.popitem()
+                self._busy = True
+            try:
+                patient, state, now_s, revised = request[1], request[2], request[-2], request[-1]
+                alerts = self._assess(*request[:-2])
+                self._emit([self._record(patient, a, now_s, revised=revised, suggestion=state.suggestion) for a in alerts])
+            except Exception:
+                log.exception("policy assessment failed")
+            finally:
+                with self._wake:
+                    self._busy = False
 
     # -- the Evaluator protocol -----------------------------------------------------------
 
@@ -110,8 +158,14 @@ class PolicyEvaluator:
         now_h = float(posterior.state.time[0])
         drug = model_drug(patient.model)
         if drug in DRUG_POLICIES and (new_dose or now_h - state.last_assessed >= self.assess_every_h):
-            raised += self._assess(model, patient, state, posterior, doses, now_h, DRUG_POLICIES[drug], work)
             state.last_assessed = now_h
+            request = (model, patient, state, posterior, doses, now_h, DRUG_POLICIES[drug], work)
+            if self._emit is None:
+                raised += self._assess(*request)
+            else:
+                with self._wake:
+                    self._pending[patient.patient_id] = (*request, now_s, work.kind != "append")
+                    self._wake.notify()
         return [self._record(patient, alert, now_s, revised=work.kind != "append", suggestion=state.suggestion)
                 for alert in raised]
 
@@ -123,7 +177,8 @@ class PolicyEvaluator:
                 state = self._patients.get(patient.patient_id)
             if state is None or not state.watched:
                 continue
-            state.alerts, alerts = alert_step(state.alerts, ClockEvent(patient.hours(now_s)), self.policy)
+            with state.lock:
+                state.alerts, alerts = alert_step(state.alerts, ClockEvent(patient.hours(now_s)), self.policy)
             out += [self._record(patient, a, now_s) for a in alerts]
         return out
 
@@ -140,21 +195,25 @@ class PolicyEvaluator:
             cadence = statistics.median(b - a for a, b in zip(times[-4:], times[-3:]))
             if cadence > 0:
                 state.watched.add(source)
-                state.alerts, new = alert_step(state.alerts, SourceEvent(reading.time, source, cadence), self.policy)
+                with state.lock:
+                    state.alerts, new = alert_step(state.alerts, SourceEvent(reading.time, source, cadence), self.policy)
                 alerts += new
         try:
-            check = check_reading(model, before, [d for d in doses if d.time <= reading.time], reading.time,
-                                  reading.analyte, reading.value)
+            # Only doses still delivering after the sample's time matter (the rest are in its
+            # amounts); a short, steady list also keeps the compiled shapes few.
+            pending = [d for d in doses if d.time + d.duration > float(before.time) and d.time <= reading.time]
+            check = check_reading(model, before, pending, reading.time, reading.analyte, reading.value)
         except Exception:
             log.exception("reading check failed for patient %s", patient.patient_id)
             return alerts
         record = provenance(model, [reading], self.settings.filter_method, {"n_particles": self.settings.filter_particles},
                             self.settings.filter_seed)
         code = model.analytes[model.analyte_index(reading.analyte)].code or str(reading.analyte)
-        state.alerts, new = alert_step(
-            state.alerts, ReadingEvent(reading.time, source, code, reading.value, check.tail_probability, check.pit, record),
-            self.policy,
-        )
+        with state.lock:
+            state.alerts, new = alert_step(
+                state.alerts, ReadingEvent(reading.time, source, code, reading.value, check.tail_probability, check.pit, record),
+                self.policy,
+            )
         return alerts + new
 
     def _assess(self, model, patient, state, posterior, doses, now_h, drug_policy, work) -> list:
@@ -178,7 +237,8 @@ class PolicyEvaluator:
         regimen = recommendation.regimen
         state.suggestion = {"amount": regimen.amount, "interval": regimen.interval, "duration": regimen.duration,
                             "loading_amount": regimen.loading_amount, "start": 0.0}  # h after the alert time (= decision)
-        state.alerts, alerts = alert_step(state.alerts, assessment_event(recommendation, decision, target), self.policy)
+        with state.lock:
+            state.alerts, alerts = alert_step(state.alerts, assessment_event(recommendation, decision, target), self.policy)
         return alerts
 
     @staticmethod
