@@ -21,15 +21,19 @@ the same measurement-noise draws:
     and 60 h), the regimen whose predicted calendar-day AUC24 is closest to 500 mg*h/L:
     the method of today's MIPD tools. A priori (t = 0) dosing from the typical values.
 (d) ``filter``: our particle filter with the same levels; regimen maximising the expected
-    utility P(400 <= AUC24 <= 600) - P(AUC24 > 600) over the current and the next calendar day
-    (weights 1 and 0.5). A priori dosing from the prior particles.
+    utility P(400 <= AUC24 <= 600) - lambda P(AUC24 > 600) (lambda = ``--toxicity-weight``,
+    default 0) over the current and the next calendar day (weights 1 and 0.5), ties broken
+    by the expected distance to 500 and then the lower daily dose. A priori dosing from the
+    prior particles (the filter's initial particles).
 (e) ``filter_isf``: (d) plus the continuous interstitial-fluid sensor (a reading every
-    5 min from 1 h after insertion at t = 0), decisions every 4 h.
+    5 min from 1 h after insertion at t = 0), decisions every 4 h (dose now or wait 4 h).
 
 Decisions: at decision time tau in day d the candidates are every practical regimen
 (dosing_policy.candidate_regimens: 500-3000 mg in 250 mg steps, q8h/q12h/q24h, shortest
-infusion at <= 10 mg/min) started at tau + s, s in (0, 4, 8, 12) h (s > 0 holds the next
-dose), plus at t = 0 loading doses of 20-35 mg/kg (<= 3000 mg). Each candidate's AUC of
+infusion at <= 10 mg/min) started at tau + s, s in (0, 4, 8, 12) h for the daily-level arms
+and (0, 4) h for the sensor arm (s > 0 holds the next dose), plus at t = 0 loading doses of
+20-35 mg/kg (<= 3000 mg). The filter decides on ``--decision-particles`` (128) particles
+systematically resampled from its posterior. Each candidate's AUC of
 day d and of day d + 1 is computed per particle from t = 0 with the whole dose history
 (the model has no process noise, so a particle's state is a function of its parameters and
 the doses: replaying is exact and includes the AUC already accrued today); the doses the
@@ -98,7 +102,7 @@ STARTS = (0.0, 4.0, 8.0, 12.0)  # decisions a day apart may hold the next dose u
 SENSOR_STARTS = (0.0, 4.0)  # decisions 4 h apart: dose now or wait (and decide again)
 LOADS = tuple(float(a) for a in range(1000, 3001, 250))
 UTILITY_WEIGHTS = (1.0, 0.5)  # today, tomorrow
-TOXICITY_WEIGHT = 1.0
+TOXICITY_WEIGHT = 0.0  # pure P(400 <= AUC <= 600): FIELD-NOTES "Dosing decisions"; lambda = 1 pushed doses low here (report)
 DISCOUNT = 0.98  # Liu-West discount of the filter (engine default)
 TIE_BREAK = 1e-3  # weight of the expected relative distance to 500 mg*h/L in the filter's utility
 

@@ -94,13 +94,13 @@ def test_point_decision_matches_a_simulation_of_the_chosen_regimen(cl, cohort):
     def loss(i, regimen):
         doses = history[i] + [d for d in regimen.doses(0.0, 96.0)]
         plasma, _ = cl.simulate_truth(model, modes[i:i + 1, 0], [doses])
-        auc_today = cl.daily_auc(plasma)[0, 0]
-        return abs(auc_today - 500.0), doses
+        today, tomorrow = cl.daily_auc(plasma)[0, :2]
+        return (abs(today - 500.0) + 0.5 * abs(tomorrow - 500.0)) / 1.5, doses  # the MAP arm's loss
 
     for i, regimen in enumerate(chosen):
         assert regimen.start in (12.0, 16.0)
         best, doses = loss(i, regimen)
         assert all(d.time >= 12.0 for d in doses[1:])
-        # a simulated day-1 AUC close to the target when the regimen can reach it
+        # no other candidate is better by the simulated loss (up to the 0.5 h grid's trapezoid error)
         others = [loss(i, r)[0] for r in cl.candidates(12.0, cl.SENSOR_STARTS)[::7]]
-        assert best <= min(others) + 0.1 * 500.0
+        assert best <= min(others) + 0.02 * 500.0
