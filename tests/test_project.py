@@ -121,3 +121,11 @@ def test_production_mosquitto_config_runs_in_a_real_mosquitto(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_every_setting_is_documented_in_config_md():
+    from mipdstream.config import describe
+
+    documented = (ROOT / "docs" / "CONFIG.md").read_text()
+    missing = [name for name, _, _ in describe() if f"`{name}`" not in documented]
+    assert not missing, f"run `mipd config --markdown` into docs/CONFIG.md; missing {missing}"
