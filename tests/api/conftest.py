@@ -87,7 +87,7 @@ class Api:
 
 
 def settings_for(tmp: Path, **overrides) -> Settings:
-    values = dict(data_dir=tmp, broker_url="embedded", embedded_broker_port=0, http_port=0, filter_particles=64,
+    values = dict(data_dir=tmp, broker_url="embedded", embedded_broker_port=0, http_port=0, filter_particles=512,
                   reorder_window_s=0.05, assimilation_batch_window_ms=20, checkpoint_interval_s=5, publish_alerts=False,
                   api_sse_keepalive_s=0.5)
     values.update(overrides)

@@ -59,9 +59,13 @@ def test_posterior_summary_has_ordered_quantiles_and_a_history(api, monitored):
     with api.as_("ro-a") as reader:
         prior = reader.get(f"/api/v1/patients/{new_patient}/posterior").json()
     assert prior["source"] == "prior" and prior["time_h"] is None
-    # four levels narrow clearance relative to the prior
-    width = lambda q: q["CL"][4] / q["CL"][0]
-    assert width(posterior["parameters"]) < width(prior["parameters"])
+    # Four levels (22 mg/L at 2 h after 1 g over 1 h) pull V1 below its prior median (58.4 L at
+    # 70 kg) and narrow it. Reference, importance sampling with 400k prior draws: V1 median 39 L,
+    # 90 % interval 25.8-56.5 L (ratio 2.2 vs 3.6 a priori). Clearance is barely identified by
+    # these levels (CL 90 % interval 1.7-4.5 L/h vs 2.0-5.9 a priori), so it is not asserted on.
+    v1, v1_prior = posterior["parameters"]["V1"], prior["parameters"]["V1"]
+    assert v1[2] < 50.0 < v1_prior[2]
+    assert v1[4] / v1[0] < v1_prior[4] / v1_prior[0]
 
 
 def test_forecast_bands_under_current_and_recommended_regimen(api, monitored):
