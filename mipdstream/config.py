@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     # -- API and dashboard (owned by the API helper, issue 8) ----------------------------
     api_session_ttl_s: float = Field(12 * 3600.0, gt=0, description="Lifetime of a login session token, s.")
     api_sse_keepalive_s: float = Field(15.0, gt=0, description="Keep-alive comment interval of the live event stream, s.")
+    api_login_max_failures: int = Field(
+        5, ge=1, description="Failed logins per user name, and per client address, before further attempts get 429."
+    )
+    api_login_window_s: float = Field(300.0, gt=0, description="Moving window over which failed logins are counted, s.")
 
     @property
     def service_db_path(self) -> Path:

@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse
 
 from mipdstream.api import health
 from mipdstream.api.hub import hub_for
+from mipdstream.api.login_guard import LoginGuard
 from mipdstream.api.problems import install_problem_handlers, problem_media_types
 from mipdstream.api.routes import alerts, audit, auth, devices, events, fhir, patients, posterior, recommendations, timeline, triage
 from mipdstream.service.live import LiveService
@@ -26,6 +27,7 @@ def create_app(live: LiveService) -> FastAPI:
         version="0.1.0",
     )
     app.state.live = live
+    app.state.login_guard = LoginGuard(live.settings.api_login_max_failures, live.settings.api_login_window_s)
     hub_for(live)  # start collecting live events now
     install_problem_handlers(app)
     app.include_router(health.router)

@@ -33,7 +33,7 @@ class Problem(BaseModel):
 
 
 TITLES = {400: "Bad request", 401: "Not authenticated", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-          409: "Conflict", 422: "Invalid request", 500: "Internal server error"}
+          409: "Conflict", 422: "Invalid request", 429: "Too many requests", 500: "Internal server error"}
 
 
 class ProblemError(Exception):

@@ -1,6 +1,7 @@
 """Authentication (bearer, API key, cookie), roles, problem documents."""
 
 import sqlite3
+import time
 
 import httpx
 
@@ -103,3 +104,29 @@ def test_unknown_paths_are_404_problems(api):
     with api.client() as anonymous:
         response = anonymous.get("/api/v1/nothing-here")
     assert response.status_code == 404 and response.json()["instance"] == "/api/v1/nothing-here"
+
+
+def test_repeated_failed_logins_are_throttled_per_user_and_per_client(api):
+    """A second app on the same service, with a short window (3 failures in 2 s), so that the
+    lockout does not outlive the test; TestClient calls come from the address "testclient"."""
+    from fastapi.testclient import TestClient
+
+    from mipdstream.api import create_app
+    from mipdstream.api.login_guard import LoginGuard
+
+    app = create_app(api.live)
+    app.state.login_guard = LoginGuard(max_failures=3, window_s=2.0)
+    api.live.db.add_user("guessed", PASSWORD, "read-only", "team-a", None)
+    with TestClient(app) as client:
+        login = lambda user, password: client.post("/api/v1/auth/token", json={"username": user, "password": password})
+        assert [login("guessed", f"guess-{i}").status_code for i in range(3)] == [401, 401, 401]
+        throttled = login("guessed", PASSWORD)  # even the right password, while locked out
+        assert throttled.status_code == 429 and throttled.headers["content-type"] == "application/problem+json"
+        assert 1 <= int(throttled.headers["retry-after"]) <= 2
+        assert login("clin-a", PASSWORD).status_code == 429  # the same client, another name
+        with TestClient(app, client=("10.0.0.9", 50000)) as elsewhere:
+            other = lambda user: elsewhere.post("/api/v1/auth/token", json={"username": user, "password": PASSWORD})
+            assert other("clin-a").status_code == 200  # another client, another name: not affected
+            assert other("guessed").status_code == 429  # the guessed name is locked from everywhere
+        time.sleep(2.2)
+        assert login("guessed", PASSWORD).status_code == 200

@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
 from mipdstream.api.auth import DB, SESSION_COOKIE, Admin, CurrentUser, Live, Role, _api_key, _bearer, _cookie, audit
+from mipdstream.api.login_guard import LoginGuard
 from mipdstream.api.problems import ProblemError, problem_responses
 from mipdstream.service.state_db import ApiUser
 
@@ -51,11 +52,19 @@ def user_out(user: ApiUser) -> UserOut:
     return UserOut(username=user.username, role=Role(user.role), team=user.team, vendor=user.vendor)
 
 
-@router.post("/auth/token", response_model=Token, summary="Log in: a session token (also set as the dashboard cookie)")
+@router.post("/auth/token", response_model=Token, summary="Log in: a session token (also set as the dashboard cookie)",
+             responses=problem_responses(429))
 def login(body: Login, response: Response, request: Request, db: DB, live: Live) -> Token:
+    guard: LoginGuard = request.app.state.login_guard
+    client = request.client.host if request.client else "unknown"
+    wait = guard.retry_after_s(body.username, client)
+    if wait:
+        raise ProblemError(429, f"too many failed logins; try again in {wait} s", {"Retry-After": str(wait)})
     user = db.check_password(body.username, body.password)
     if user is None:
+        guard.failed(body.username, client)
         raise ProblemError(401, "unknown user or wrong password", {"WWW-Authenticate": "Bearer"})
+    guard.succeeded(user.username)
     ttl = int(live.settings.api_session_ttl_s)
     token = db.issue_credential(user.username, "session", ttl_s=ttl)
     response.set_cookie(SESSION_COOKIE, token, max_age=ttl, httponly=True, samesite="strict",
