@@ -100,6 +100,7 @@ class Assimilator:
         self._timelines: dict[str, Timeline] = {}
         self._dirty: set[str] = set()  # changed since the last checkpoint
         self._waiting: set[str] = set()  # have pending events
+        self._reconfigured: set[str] = set()  # covariates changed: replay with the new prior
         self._lock = threading.Lock()  # guards _timelines for readers (API)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -139,6 +140,12 @@ class Assimilator:
 
     def patient(self, patient_id: str) -> PatientRecord | None:
         return self._patients.get(patient_id)
+
+    def reconfigure(self, patient_id: str) -> None:
+        """The patient's record changed (covariates): rebuild its prior from the stored record
+        and replay its whole history on it, in the loop's next iteration. Thread-safe."""
+        with self._lock:
+            self._reconfigured.add(patient_id)
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -181,9 +188,10 @@ class Assimilator:
             start = timeline.prior
             if checkpoint is not None:
                 n_before = sum(1 for e in history if e.time <= checkpoint.time_h)
-                if n_before == checkpoint.n_events:
-                    model = load_model(patient.model)
-                    start = Snapshot(checkpoint.time_h, checkpoint.n_events, from_bytes(checkpoint.posterior, model))
+                posterior = from_bytes(checkpoint.posterior, load_model(patient.model))
+                # a checkpoint taken before a covariate change holds the old prior: replay instead
+                if n_before == checkpoint.n_events and dict(posterior.covariates[0]) == dict(patient.covariates):
+                    start = Snapshot(checkpoint.time_h, checkpoint.n_events, posterior)
                     timeline.current, timeline.snapshots = start, [start]
                 else:
                     self.metrics.rewinds.labels("recovery").inc()
@@ -202,7 +210,8 @@ class Assimilator:
             try:
                 self._admit(self._take(self.timing.batch_window_s))
                 now = time.monotonic()
-                works = [w for pid in sorted(self._waiting) if (w := self._timelines[pid].due(now)) is not None]
+                works = self._replays_for_new_records()
+                works += [w for pid in sorted(self._waiting) if (w := self._timelines[pid].due(now)) is not None]
                 self._waiting = {pid for pid in self._waiting if self._timelines[pid].pending}
                 if works:
                     self._run(works)
@@ -213,6 +222,25 @@ class Assimilator:
             except Exception:  # the loop must survive a bug in one batch; the events stay in the store
                 log.exception("assimilation loop iteration failed")
                 self.metrics.failures.inc()
+
+    def _replays_for_new_records(self) -> list[Work]:
+        """Full replays for the patients whose record changed (see :meth:`reconfigure`)."""
+        with self._lock:
+            changed, self._reconfigured = self._reconfigured, set()
+        works = []
+        for patient_id in sorted(changed):
+            old = self._timelines.get(patient_id)
+            record = self.db.patient(patient_id)
+            if old is None or record is None:
+                continue  # not (yet) monitored here: its first event builds the prior from the record
+            # Events still waiting out the reorder window are committed, so the store has them;
+            # they ride along in case the store does not answer for them yet (an InfluxDB spool).
+            waiting = [event for _, event in old.pending.values()]
+            timeline = self._timeline(record)
+            timeline.busy = True
+            self._waiting.discard(patient_id)
+            works.append(Work(patient_id, None, waiting, "full"))
+        return works
 
     def _take(self, window_s: float) -> list[tuple[float, Batch]]:
         items = []

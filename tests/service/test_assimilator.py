@@ -32,10 +32,11 @@ def stored_events(patient_id: str, scale: float):
     return readings, doses
 
 
-def reference(patient_id: str, readings, doses):
+def reference(patient_id: str, readings, doses, covariates: dict | None = None):
     events = [Reading((r.measured_at - ORIGIN) / 3600, r.value, 0) for r in readings]
     events += [Dose((d.given_at - ORIGIN) / 3600, d.amount_mg, None, d.duration_s / 3600) for d in doses]
-    prior = init(MODEL, COVARIATES[patient_id], patient_seed(FILTERS.seed, patient_id), FILTERS.n_particles, FILTERS.method)
+    covariates = covariates or COVARIATES[patient_id]
+    prior = init(MODEL, covariates, patient_seed(FILTERS.seed, patient_id), FILTERS.n_particles, FILTERS.method)
     return update(prior, sorted(events, key=lambda e: (e.time, isinstance(e, Dose))))
 
 
@@ -125,3 +126,48 @@ def test_readings_of_unconfigured_patients_and_unmodelled_analytes_are_ignored(w
     assimilator.stop()
     assert assimilator.metrics.assimilated._value.get() == 0
     assert assimilator.posterior("p1")[0].state.time[0] == 0.0
+
+
+RENAL_FAILURE = {"CRCL": 20.0, "WT": 80.0}
+
+
+def test_a_covariate_change_rebuilds_the_posterior_on_the_new_prior(world):
+    """Creatinine clearance falls from 60 to 20 mL/min: the running posterior is replaced by the
+    one the new prior gives on the whole history, and later events build on it."""
+    db, store = world
+    readings, doses = stored_events("p1", 0.8)
+    assimilator = Assimilator(db, store, FILTERS, Timing(reorder_window_s=0.0, batch_window_s=0.01)).start()
+    first = Batch(readings[:4], doses[:1])
+    store.write(first)
+    assimilator.submit(first)
+    wait_idle(assimilator)
+    before = assimilator.posterior("p1")[0]
+    db.add_patient(PatientRecord("p1", MODEL, RENAL_FAILURE, ORIGIN))
+    assimilator.reconfigure("p1")
+    wait_idle(assimilator)
+    assert_same_posterior(assimilator.posterior("p1")[0], reference("p1", readings[:4], doses[:1], RENAL_FAILURE))
+    assert dict(assimilator.posterior("p1")[0].covariates[0]) == RENAL_FAILURE
+    assert not np.allclose(np.asarray(before.state.log_params), np.asarray(assimilator.posterior("p1")[0].state.log_params))
+    rest = Batch(readings[4:], doses[1:])
+    store.write(rest)
+    assimilator.submit(rest)
+    wait_idle(assimilator)
+    assimilator.stop()
+    assert_same_posterior(assimilator.posterior("p1")[0], reference("p1", readings, doses, RENAL_FAILURE))
+
+
+def test_a_checkpoint_from_before_a_covariate_change_is_not_restored(world):
+    """Changed while the worker was down: the checkpoint holds the old prior, so recovery replays."""
+    db, store = world
+    readings, doses = stored_events("p1", 0.8)
+    batch = Batch(readings, doses)
+    store.write(batch)
+    assimilator = Assimilator(db, store, FILTERS, Timing(reorder_window_s=0.0, batch_window_s=0.01)).start()
+    assimilator.submit(batch)
+    wait_idle(assimilator)
+    assimilator.stop()
+    db.add_patient(PatientRecord("p1", MODEL, RENAL_FAILURE, ORIGIN))
+    restarted = Assimilator(db, store, FILTERS, Timing()).start()
+    restarted.stop()
+    assert_same_posterior(restarted.posterior("p1")[0], reference("p1", readings, doses, RENAL_FAILURE))
+    assert restarted.metrics.rewinds.labels("recovery")._value.get() == 1

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from assimilation import load_model
 from assimilation.model import BUILTIN_MODELS
-from mipdstream.api.auth import DB, CurrentUser, ReadablePatient, Reader, WritablePatient, Writer, audit, resource_of
+from mipdstream.api.auth import DB, CurrentUser, Live, ReadablePatient, Reader, WritablePatient, Writer, audit, resource_of
 from mipdstream.api.problems import ProblemError, problem_responses
 from mipdstream.service.state_db import PatientRecord, ServiceDB, TargetRecord
 
@@ -131,11 +131,12 @@ def get_patient(patient: ReadablePatient, db: DB) -> PatientOut:
 
 
 @router.put("/patients/{patient_id}/covariates", response_model=PatientOut,
-            summary="Replace the covariates (used from the next replay of the patient's history)")
-def set_covariates(body: CovariatesIn, patient: WritablePatient, user: Writer, db: DB) -> PatientOut:
+            summary="Replace the covariates; the posterior is rebuilt on the new prior from the whole history")
+def set_covariates(body: CovariatesIn, patient: WritablePatient, user: Writer, db: DB, live: Live) -> PatientOut:
     check_covariates(patient.model, body.covariates)
     updated = PatientRecord(patient.patient_id, patient.model, body.covariates, patient.origin_s, patient.team)
     db.add_patient(updated)
+    live.assimilator.reconfigure(patient.patient_id)
     audit(db, user, "set-covariates", f"PUT /api/v1/patients/{patient.patient_id}/covariates", patient.patient_id,
           before=patient.covariates, after=body.covariates)
     return patient_out(db, updated)
