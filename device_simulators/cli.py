@@ -25,11 +25,15 @@ def simulate(
     outbox_dir: Annotated[Optional[Path], typer.Option(help="Directory of the on-disk outbox (default: a new temporary one).")] = None,
     upload_every_s: Annotated[float, typer.Option(
         min=0.0, help="Devices upload in packs (JSON arrays), one per this many simulated seconds; 0: one message per record.")] = 0.0,
+    follow_requests: Annotated[bool, typer.Option(
+        help="POC meters also sample when the service asks (mipd/v1/dev/DEVICE/schedule); needs speed > 0.")] = False,
 ) -> dict:
     """Simulate a virtual cohort and its devices, publishing over MQTT as real devices would."""
     from device_simulators.faults import Faults
     from device_simulators.runner import run_simulation
 
+    if follow_requests and speed <= 0:
+        raise typer.BadParameter("following sample requests needs --speed > 0", param_hint="--follow-requests")
     spec = ",".join(faults or [])
     try:
         parsed = Faults.parse(spec)
@@ -43,6 +47,7 @@ def simulate(
         summary = run_simulation(
             model, patients, speed, broker, parsed, seed, duration_h, progress=True,
             ground_truth_path=truth_out, outbox_path=outbox_path, upload_every_s=upload_every_s,
+            follow_requests=follow_requests,
         )
     except ConnectionError as err:
         typer.echo(str(err), err=True)

@@ -28,7 +28,7 @@ from device_simulators.dosing import AdministeredDose
 from device_simulators.infusion_pump import InfusionPump, InfusionPumpParams
 from device_simulators.message import Message
 from device_simulators.pillbox import Pillbox, PillboxParams
-from device_simulators.poc_meter import POC_PRESETS, PocMeter, PocMeterParams, meter_messages
+from device_simulators.poc_meter import POC_PRESETS, MeterOnRequest, PocMeter, PocMeterParams, meter_messages
 from device_simulators.trajectory import first_order_lag
 from device_simulators.truth import TruthModel
 
@@ -76,6 +76,8 @@ class SimulatedPatient:
     device_truth: dict[str, dict]
     """device id -> the device's true error parameters (calibration, clock)."""
     messages: list[Message]
+    meter_on_request: MeterOnRequest | None = None
+    """The drug-level meter, answering the service's sample requests (see `run_simulation`)."""
 
     def ground_truth(self) -> dict:
         return {
@@ -104,8 +106,9 @@ def simulate_patient(
 ) -> SimulatedPatient:
     """Patient `index` of the cohort `seed`, over [start_t, start_t + duration_s)."""
     end_t = start_t + duration_s
-    patient_rng, dosing_rng, sensor_rng, meter_rng, clock_rng, status_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(6)
+    # spawned children depend on their index only: a 7th stream leaves the first six as they were
+    patient_rng, dosing_rng, sensor_rng, meter_rng, clock_rng, status_rng, request_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(7)
     )
     covariates = model.sample_covariates(patient_rng)
     parameters = model.sample_parameters(covariates, patient_rng)
@@ -149,12 +152,14 @@ def simulate_patient(
         }
 
     drug_meter = _drug_meter(config.drug_meter, model.plasma_analyte)
+    on_request = None
     if drug_meter is not None or config.creatinine_meter is not None:
         meter_id = f"{prefix}-poc"
         meter_identity = _identity(config, meter_id, start_t, clock_rng)
         samples: list[tuple[float, PocMeterParams, float, bool]] = []
         if drug_meter is not None:
             meter = PocMeter(meter_identity, drug_meter, meter_rng)
+            on_request = MeterOnRequest(PocMeter(meter_identity, drug_meter, request_rng), plasma, end_t)
             scheduled = _meter_schedule(schedule, start_t, end_t, config)
             samples += [(t, meter.params, v, b) for t, v, b in meter.measure(plasma, meter.sample_times(scheduled))]
         if config.creatinine_meter is not None and config.creatinine_meter.analyte in model.analytes:
@@ -172,6 +177,7 @@ def simulate_patient(
     return SimulatedPatient(
         patient_id=f"{config.patient_prefix}{index:05d}", covariates=covariates, parameters=parameters, devices=devices,
         doses=doses, truth_times=truth_times, truth=truth, device_truth=device_truth, messages=messages,
+        meter_on_request=on_request,
     )
 
 

@@ -1,4 +1,5 @@
-"""A point-of-care meter: a finger-prick or home analyser, used at sparse, chosen times.
+"""A point-of-care meter: a finger-prick or home analyser, used at sparse, chosen times:
+scheduled ones, and (`MeterOnRequest`) the times the service suggests.
 
 It measures plasma/blood directly (no lag) with a laboratory-like error: proportional
 plus additive noise, a limit of quantification, and a result uploaded a little after the
@@ -10,7 +11,7 @@ vendor's specification.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from device_simulators.device import DeviceIdentity
 from device_simulators.message import Message, encode
 from device_simulators.reading import reading_document, reading_messages
 from device_simulators.trajectory import Trajectory
+from wire.messages import SampleRequest
 
 
 @dataclass(frozen=True)
@@ -88,3 +90,32 @@ def meter_messages(identity: DeviceIdentity, samples: Sequence[tuple[float, PocM
         Message(t + p.upload_delay_s, topic, encode(reading_document(identity, t, p.analyte, p.unit, v, bloq)))
         for t, p, v, bloq in samples
     ]
+
+
+@dataclass
+class MeterOnRequest:
+    """A meter whose patient also samples when the service asks: a `SampleRequest` on the
+    meter's schedule topic (wire contract v1) is answered by one sample near the requested
+    time, with the meter's usual timing error, skips and upload delay."""
+
+    meter: PocMeter
+    truth: Trajectory
+    """The true level of the meter's analyte (canonical unit), as for the scheduled samples."""
+    end_t: float
+    """Samples at or after this (the end of the simulated period) are not taken."""
+    answered: set[str] = field(default_factory=set)
+
+    @property
+    def device_id(self) -> str:
+        return self.meter.identity.device_id
+
+    def respond(self, request: SampleRequest, now_t: float) -> list[Message]:
+        """Messages of the sample taken for `request` (none for a request already answered,
+        e.g. the retained one redelivered, for another analyte, or one the patient skips)."""
+        if request.id in self.answered or request.n != self.meter.params.analyte:
+            return []
+        self.answered.add(request.id)
+        # the patient cannot sample in the past: a request already due is done now
+        times = np.maximum(self.meter.sample_times([max(request.t, now_t)]), now_t)
+        times = times[times < self.end_t]
+        return self.meter.messages(self.meter.measure(self.truth, times))

@@ -9,6 +9,8 @@ fast as PUBACKs come back, with at most `window` messages in flight.
 from __future__ import annotations
 
 import bisect
+import heapq
+import itertools
 import os
 import tempfile
 import threading
@@ -31,6 +33,8 @@ from device_simulators.packing import pack_uploads
 from device_simulators.truth import TruthModel
 from device_simulators.truth_models import truth_model
 from device_simulators.uplink import Uplink
+from wire.messages import SampleRequest
+from wire.topics import TopicKind, device_topic, parse_topic
 
 MEMORY = "memory"
 """`outbox_path=MEMORY`: keep the outbox in memory (load generation; not crash-safe)."""
@@ -41,7 +45,7 @@ class RunSummary:
     patients: int
     devices: int
     messages: int
-    """MQTT messages the devices sent, faults (duplicates, malformed) included."""
+    """MQTT messages the devices sent, faults (duplicates, malformed) and answers included."""
     records: int
     """Readings and dose events in those messages (a pack holds several)."""
     acked: int
@@ -55,6 +59,8 @@ class RunSummary:
     sim_start: float
     sim_end: float
     ground_truth: Path | None
+    answered: int = 0
+    """Messages of samples taken because the service asked (`follow_requests`)."""
 
     @property
     def acked_per_s(self) -> float:
@@ -104,6 +110,7 @@ def run_simulation(
     upload_every_s: float = 0.0,
     connect_timeout_s: float = 15.0,
     on_cohort: Callable[[list[SimulatedPatient]], None] | None = None,
+    follow_requests: bool = False,
 ) -> RunSummary:
     """Simulate `patients` patients of `model` for `duration_h` simulated hours and publish.
 
@@ -118,7 +125,12 @@ def run_simulation(
         (later outages are ridden out through the outbox).
     on_cohort: called with the simulated patients before anything is published (e.g. to
         enroll their devices and configure them in the service under test).
+    follow_requests: the drug-level meters also sample when the service asks (a `SampleRequest`
+        on their schedule topic), besides their schedule; needs `speed` > 0, since the answer
+        depends on when the request arrives.
     """
+    if follow_requests and speed <= 0:
+        raise ValueError("follow_requests needs speed > 0 (simulated time must follow the wall clock)")
     model = truth_model(model) if isinstance(model, str) else model
     faults = faults if isinstance(faults, Faults) else Faults.parse(faults)
     config = config or CohortConfig()
@@ -144,10 +156,11 @@ def run_simulation(
 
     outbox = _open_outbox(outbox_path, workdir)
     uplink = Uplink(broker_url, client_id or f"mipd-sim-{seed}-{os.getpid()}", outbox, protocol=protocol, window=window)
+    answer = _request_answerer(cohort, uplink, clock) if follow_requests else None
     started = time.monotonic()
     try:
         _first_connection(uplink, broker_url, connect_timeout_s)
-        _release_loop(messages, clock, uplink, offline, progress, stop)
+        answered = _release_loop(messages, clock, uplink, offline, progress, stop, answer, clock.start + duration_s)
         uplink.online = True
         uplink.drain(drain_timeout_s)
     finally:
@@ -157,8 +170,9 @@ def run_simulation(
     return RunSummary(
         patients=patients,
         devices=sum(len(p.devices) for p in cohort),
-        messages=len(messages),
-        records=sum(m.elements for m in messages),
+        messages=len(messages) + len(answered),
+        records=sum(m.elements for m in messages + answered),
+        answered=len(answered),
         acked=uplink.counters.acked,
         published=uplink.counters.published,
         left_in_outbox=left,
@@ -188,6 +202,28 @@ def _open_outbox(outbox_path: Path | str | None, workdir: Path | None) -> Outbox
     return FileOutbox(Path(outbox_path) if outbox_path else workdir / "outbox")
 
 
+def _request_answerer(cohort: list[SimulatedPatient], uplink: Uplink, clock: SimClock) -> Callable[[], list[Message]]:
+    """Listen on each drug-level meter's schedule topic; the returned function turns the
+    requests received since its last call into the messages of the samples they cause."""
+    meters = {p.meter_on_request.device_id: p.meter_on_request for p in cohort if p.meter_on_request is not None}
+    uplink.listen([device_topic(device_id, TopicKind.SCHEDULE) for device_id in sorted(meters)])
+
+    def answer() -> list[Message]:
+        out = []
+        for topic, payload in uplink.take_received():
+            where = parse_topic(topic)
+            meter = meters.get(where.device_id) if where is not None else None
+            try:
+                request = SampleRequest.model_validate_json(payload)
+            except ValueError:
+                continue  # not a request this meter understands: a real one would show an error
+            if meter is not None:
+                out += meter.respond(request, clock.now())
+        return out
+
+    return answer
+
+
 def _release_loop(
     messages: list[Message],
     clock: SimClock,
@@ -195,15 +231,33 @@ def _release_loop(
     offline: list[tuple[float, float]],
     progress: bool,
     stop: threading.Event | None,
-) -> None:
-    """Put each message into the outbox at its simulated send time, servicing the uplink meanwhile."""
+    answer: Callable[[], list[Message]] | None = None,
+    end_t: float = float("inf"),
+) -> list[Message]:
+    """Put each message into the outbox at its simulated send time, servicing the uplink meanwhile.
+
+    ``answer`` (throttled runs only) yields messages caused by what the devices received, e.g.
+    samples the service asked for; they are released at their own send times, until ``end_t``.
+    Returns those caused messages."""
     send_times = [m.sim_t for m in messages]
     offline_starts = [w[0] for w in offline]
     boundaries = sorted(t for w in offline for t in w)
     batch = max(1, uplink.window // 2)
     released = 0
+    caused: list[tuple[float, int, Message]] = []  # heap of (send time, arrival order, message)
+    order, sent = itertools.count(), []
+    listening = lambda: answer is not None and clock.now() < end_t
     with tqdm(total=len(messages), unit="msg", disable=not progress, smoothing=0.1) as bar:
-        while released < len(messages) and not (stop is not None and stop.is_set()):
+        while (released < len(messages) or caused or listening()) and not (stop is not None and stop.is_set()):
+            if answer is not None:
+                for message in answer():
+                    heapq.heappush(caused, (message.sim_t, next(order), message))
+                while caused and (caused[0][0] <= clock.now() or caused[0][0] >= end_t):
+                    _, _, message = heapq.heappop(caused)
+                    if message.sim_t < end_t:
+                        uplink.outbox.put_many([(message.topic, message.payload)])
+                        sent.append(message)
+                        bar.total += 1
             if clock.unthrottled:
                 # keep the outbox about one window ahead of what is in flight; while offline
                 # nothing drains, so time runs on and the backlog grows, as on a real device
@@ -219,10 +273,13 @@ def _release_loop(
                 released = due
             uplink.online = not _in_window(clock.now(), offline, offline_starts)
             wait = 0.0 if clock.unthrottled else min(0.05, clock.wall_seconds_until(send_times[released]) if released < len(messages) else 0.05)
+            if not clock.unthrottled and released == len(messages) and caused:
+                wait = min(0.05, max(0.0, clock.wall_seconds_until(caused[0][0])))
             bar.update(uplink.service(timeout_s=wait))
         # the rest of the acknowledgements arrive while draining; count them on the bar too
         while len(uplink.outbox) and not (stop is not None and stop.is_set()) and uplink.connected:
             bar.update(uplink.service(timeout_s=0.01))
+    return sent
 
 
 def _next_boundary_index(send_times: list[float], released: int, boundaries: list[float]) -> int:

@@ -65,6 +65,9 @@ class Uplink:
         self._acks: list[tuple[int, bool]] = []  # (mid, success) from on_publish
         self._next_attempt = 0.0
         self._backoff = reconnect_min_s
+        self._downlink: list[str] = []  # topics subscribed on every connection
+        self.received: list[tuple[str, bytes]] = []
+        """Downlink messages (topic, payload) not yet taken by the caller; see `take_received`."""
 
     @property
     def connected(self) -> bool:
@@ -89,6 +92,17 @@ class Uplink:
             if rc != paho.MQTT_ERR_SUCCESS or self._lost:
                 self._drop_connection()
         return self._retire_acks()
+
+    def listen(self, topics: list[str]) -> None:
+        """Subscribe (QoS 1) to these downlink topics on this and every later connection; what
+        arrives (retained messages included) collects in `received`."""
+        self._downlink += topics
+        if self._client is not None:
+            self._subscribe(self._client, topics)
+
+    def take_received(self) -> list[tuple[str, bytes]]:
+        taken, self.received = self.received, []
+        return taken
 
     def drain(self, timeout_s: float) -> bool:
         """Service until the outbox is empty or `timeout_s` (wall) passed; True when empty."""
@@ -117,6 +131,7 @@ class Uplink:
         client.on_connect = lambda c, u, flags, reason, props: outcome.append(not reason.is_failure)
         client.on_disconnect = lambda c, u, flags, reason, props: self._mark_lost()
         client.on_publish = lambda c, u, mid, reason, props: self._acks.append((mid, not reason.is_failure))
+        client.on_message = lambda c, u, message: self.received.append((message.topic, message.payload))
         try:
             client.connect(self.broker.host, self.broker.port, keepalive=self.keepalive_s)
             deadline = now + timeout_s
@@ -134,9 +149,15 @@ class Uplink:
         self._client, self._connected, self._lost = client, True, False
         self._backoff = self.reconnect_min_s
         self.counters.connects += 1
+        self._subscribe(client, self._downlink)
         # everything not acknowledged goes again, oldest first
         self.outbox.rewind()
         return True
+
+    @staticmethod
+    def _subscribe(client: paho.Client, topics: list[str]) -> None:
+        for start in range(0, len(topics), 100):  # a bounded SUBSCRIBE packet per 100 topics
+            client.subscribe([(topic, 1) for topic in topics[start : start + 100]])
 
     def _mark_lost(self) -> None:
         self._lost = True

@@ -3,9 +3,9 @@
 Who connects to the broker, by role:
 
 - ``device``: username = device id. Publishes only its own reading, dose and status topics;
-  reads only its own error topic.
+  reads only its own error and schedule topics.
 - ``service``: the mipdstream service (ingest and alert publisher): reads every device topic,
-  writes every error topic and every team's alert topic.
+  writes every error and schedule topic and every team's alert topic.
 - ``team``: a care-team consumer. Reads only its own team's alert topic.
 
 Passwords are stored hashed, in Mosquitto 2's own format (``$7$`` = PBKDF2-HMAC-SHA512,
@@ -56,6 +56,7 @@ def acl_entries(user: BrokerUser) -> list[tuple[str, str]]:
             ("write", device_topic(user.username, TopicKind.DOSE)),
             ("readwrite", device_topic(user.username, TopicKind.STATUS)),
             ("read", device_topic(user.username, TopicKind.ERROR)),
+            ("read", device_topic(user.username, TopicKind.SCHEDULE)),
         ]
     if user.role == "team":
         return [("read", team_alert_topic(user.team or user.username))]
@@ -64,6 +65,7 @@ def acl_entries(user: BrokerUser) -> list[tuple[str, str]]:
         ("read", f"{TOPIC_ROOT}/+/{TopicKind.DOSE.value}"),
         ("read", f"{TOPIC_ROOT}/+/{TopicKind.STATUS.value}"),
         ("write", f"{TOPIC_ROOT}/+/{TopicKind.ERROR.value}"),
+        ("write", f"{TOPIC_ROOT}/+/{TopicKind.SCHEDULE.value}"),
         ("write", f"{TEAM_ROOT}/+/alert"),
         # MQTT 5 shared subscriptions of scaled-out ingest workers
         ("read", f"$share/+/{TOPIC_ROOT}/+/{TopicKind.READING.value}"),

@@ -100,6 +100,12 @@ class Registry:
         every = [e for intervals in self._intervals.values() for e in intervals]
         return [e for e in every if patient_id is None or e.patient_id == patient_id]
 
+    def kind(self, device_id: str) -> str | None:
+        """The registered kind of a device (e.g. ``poc-meter``), None if unknown."""
+        with self._lock:
+            row = self._db.execute("SELECT kind FROM device WHERE device_id = ?", (device_id,)).fetchone()
+        return row[0] if row else None
+
     def devices(self) -> set[str]:
         self._refresh()
         return set(self._devices)

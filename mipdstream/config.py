@@ -85,6 +85,9 @@ class Settings(BaseSettings):
         60.0, ge=0, description="How often silent sensors are checked against the wall clock, s (0: only when data arrive)."
     )
     publish_alerts: bool = Field(True, description="Publish alerts on mipd/v1/team/{team}/alert (MQTT, QoS 1).")
+    publish_sample_requests: bool = Field(
+        True, description="Send next-sample suggestions to enrolled point-of-care meters on mipd/v1/dev/{device}/schedule."
+    )
 
     # -- HTTP ------------------------------------------------------------------------
     http_host: str = Field("127.0.0.1", description="Address the API and dashboard listen on.")

@@ -65,6 +65,7 @@ def _simulate(live: LiveService, cohort: Cohort, wall_s: float, seed: int, done:
         cohort.model, cohort.patients, speed, live.ingest.url, cohort.faults, seed, cohort.hours, progress=False,
         start_t=start, config=config, outbox_path=MEMORY, protocol="3.1.1", on_cohort=_enroll(live, cohort, start),
         client_id=f"demo-{cohort.prefix}", stop=stop, drain_timeout_s=10.0,
+        follow_requests=True,  # the meters also sample when the policy asks (mipd/v1/dev/{id}/schedule)
     )
     done.append(summary)
 

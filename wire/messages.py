@@ -100,6 +100,18 @@ class DeviceStatus(_Message):
     model: str | None = Field(default=None, max_length=64)
 
 
+class SampleRequest(_Message):
+    """What the service publishes (retained) on `mipd/v1/dev/{device}/schedule` for a
+    point-of-care meter: when the next sample is most informative. The newest request
+    replaces the previous one; the meter (or its app) reminds the patient at `t`."""
+
+    id: MessageId = Field(description="Request id; a request seen before (retained, redelivered) is ignored.")
+    t: EpochSeconds = Field(description="Suggested sampling time, s since epoch (true time).")
+    n: str = Field(max_length=64, description="Analyte code to measure.")
+    issued_at: EpochSeconds = Field(description="When the service made the suggestion, s since epoch.")
+    reason: str = Field(max_length=200, description="Why this time, in plain language.")
+
+
 class Rejection(BaseModel):
     """What ingest publishes on `mipd/v1/dev/{device}/error` for each rejected message."""
 

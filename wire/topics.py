@@ -8,6 +8,7 @@ patient from the enrollment registry at the reading's measurement time.
     mipd/v1/dev/{device_id}/dose      device -> ingest   QoS 1
     mipd/v1/dev/{device_id}/status    device -> all      QoS 1, retained, Last Will "offline"
     mipd/v1/dev/{device_id}/error     ingest -> device   QoS 1, why a message was rejected
+    mipd/v1/dev/{device_id}/schedule  service -> device  QoS 1, retained, when to take the next sample
     mipd/v1/team/{team}/alert         service -> care team QoS 1, dose-adjustment alerts
 
 An alert names a patient only by the service's pseudonymous patient id, in the payload;
@@ -31,6 +32,7 @@ class TopicKind(str, enum.Enum):
     DOSE = "dose"
     STATUS = "status"
     ERROR = "error"
+    SCHEDULE = "schedule"
 
 
 class DeviceTopic(NamedTuple):

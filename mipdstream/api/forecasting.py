@@ -12,6 +12,7 @@ from assimilation import Dose, load_model
 from assimilation.online import Posterior, init, particles, predict
 from mipdstream.service.assimilator import patient_seed
 from mipdstream.service.live import LiveService
+from mipdstream.service.sampling import next_sample  # noqa: F401  (the API's next-sample route)
 from mipdstream.service.state_db import PatientRecord, RecommendationRecord, RegimenRecord, TargetRecord
 
 LEVELS = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -127,50 +128,3 @@ def analyte_names(model_name: str) -> list[str]:
     return [a.name for a in load_model(model_name).analytes]
 
 
-def drug_policy(model_name: str):
-    """(target, regimen space) of the drug a library model declares (``DRUG``), or None."""
-    import importlib
-
-    from mipdstream.service.policy import DRUG_POLICIES
-
-    if not model_name.isidentifier():
-        return None
-    try:
-        module = importlib.import_module(f"assimilation.models.{model_name}")
-    except ImportError:
-        return None
-    return DRUG_POLICIES.get(getattr(module, "DRUG", None))
-
-
-def next_sample(patient: PatientRecord, model_name: str, posterior: Posterior, regimen: RegimenRecord | None,
-                stored_doses) -> tuple[float, str, float, str] | str:
-    """(time h, metric, expected variance reduction, regimen) of the most informative next level
-    in the coming 24 h, or why there is none."""
-    from dosing_policy import Grid, Regimen, from_particles, suggest_sample_time
-    from mipdstream.service.events import dose_event
-    from mipdstream.service.policy import current_regimen
-
-    policy = drug_policy(model_name)
-    if policy is None:
-        return f"no dosing policy for model {model_name!r}"
-    target, _ = policy
-    sample = from_particles(particles(posterior))
-    now_h = float(sample.time)
-    history = [e.event for d in stored_doses if (e := dose_event(patient, d)) is not None]
-    if regimen is not None:
-        first = patient.hours(regimen.start_s)
-        offset = max(0.0, first - now_h) if first >= now_h else (first - now_h) % regimen.interval_h
-        step = Grid().step  # the policy's forecast grid: regimen times must lie on it
-        on_grid = lambda h, least=0.0: max(least, round(h / step) * step)
-        planned = Regimen(regimen.amount_mg, on_grid(regimen.interval_h, step), on_grid(regimen.duration_h),
-                          on_grid(offset) % on_grid(regimen.interval_h, step))
-    else:
-        planned = current_regimen(history, now_h)
-    if planned is None:
-        return "no regimen: set one, or record doses"
-    try:
-        with _predict_lock:
-            suggestion = suggest_sample_time(posterior.model, sample, history, planned, target, (0.5, 24.0))
-    except ValueError as error:  # e.g. a regimen the policy's grid cannot represent
-        return f"no suggestion: {error}"
-    return suggestion.time, suggestion.metric, float(suggestion.reduction), planned.describe()

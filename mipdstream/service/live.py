@@ -93,6 +93,18 @@ def _http(live: LiveService, host: str, port: int) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+def _sample_requests(settings: Settings, url: str, registry, db: ServiceDB, evaluator, protocol: str, client_id: str):
+    """The next-sample publisher, attached to an evaluator that reports its assessments."""
+    add = getattr(evaluator, "add_assessment_sink", None)
+    if not settings.publish_sample_requests or add is None:
+        return None
+    from mipdstream.service.sampling import SampleRequestPublisher
+
+    sender = SampleRequestPublisher(url, registry, db, client_id=client_id, protocol=protocol)
+    add(sender)
+    return sender
+
+
 @contextlib.contextmanager
 def live_service(settings: Settings, evaluator: Evaluator | None = None, serve_http: bool = True) -> Iterator[LiveService]:
     """Start everything; on exit stop ingest first, then checkpoint every posterior."""
@@ -102,10 +114,12 @@ def live_service(settings: Settings, evaluator: Evaluator | None = None, serve_h
         assimilator = Assimilator(db, ingest.store, filter_settings(settings), timing(settings), evaluator, metrics)
         ingest.consumer.on_commit(assimilator.submit)
         publisher = None
+        protocol = "3.1.1" if settings.broker_url == "embedded" else settings.mqtt_protocol
         if settings.publish_alerts:
-            protocol = "3.1.1" if settings.broker_url == "embedded" else settings.mqtt_protocol
             publisher = AlertPublisher(ingest.url, db, client_id=f"{settings.ingest_client_id}-alerts", protocol=protocol)
             assimilator.add_sink(publisher)
+        requests = _sample_requests(settings, ingest.url, ingest.registry, db, evaluator, protocol,
+                                    f"{settings.ingest_client_id}-schedule")
         _write_derived_to_influx(assimilator, ingest.store)
         live = LiveService(settings, ingest, db, assimilator, metrics)
         _ingest_metrics(metrics, ingest)
@@ -119,8 +133,9 @@ def live_service(settings: Settings, evaluator: Evaluator | None = None, serve_h
         finally:
             ingest.consumer.stop()
             assimilator.stop()
-            if publisher is not None:
-                publisher.close()
+            for sender in (publisher, requests):
+                if sender is not None:
+                    sender.close()
             db.close()
 
 
@@ -138,7 +153,7 @@ def assimilation_worker(settings: Settings, evaluator: Evaluator | None = None) 
     fed by the committed-event notifications of separate ingest workers (``MIPD_INGEST_NOTIFY``)."""
     from ingest.committed import decode, shard_of, shard_subscriptions
     from ingest.mqtt import connect
-    from mipdstream.runtime import open_store
+    from mipdstream.runtime import open_registry, open_store
 
     index, count = settings.shard_index, settings.shard_count
     store = open_store(settings)
@@ -151,20 +166,25 @@ def assimilation_worker(settings: Settings, evaluator: Evaluator | None = None) 
     feed, _ = connect(settings.broker_url, f"{settings.ingest_client_id}-assimilate-{index}-of-{count}",
                       protocol=settings.mqtt_protocol, subscriptions=shard_subscriptions(index, count),
                       on_message=lambda client, userdata, message: assimilator.submit(decode(message.payload)))
-    publisher = None
+    publisher = requests = None
+    registry = open_registry(settings)
     try:
         _write_derived_to_influx(assimilator, store)
         if settings.publish_alerts:
             publisher = AlertPublisher(settings.broker_url, db, client_id=f"{settings.ingest_client_id}-alerts-{index}",
                                        protocol=settings.mqtt_protocol)
             assimilator.add_sink(publisher)
+        requests = _sample_requests(settings, settings.broker_url, registry, db, evaluator, settings.mqtt_protocol,
+                                    f"{settings.ingest_client_id}-schedule-{index}")
         assimilator.start()
         yield AssimilationWorker(settings, db, assimilator, metrics)
     finally:
         feed.disconnect()
         feed.loop_stop()
         assimilator.stop()
-        if publisher is not None:
-            publisher.close()
+        for sender in (publisher, requests):
+            if sender is not None:
+                sender.close()
+        registry.close()
         store.close()
         db.close()

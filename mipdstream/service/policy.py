@@ -96,6 +96,12 @@ class PolicyEvaluator:
         self._closing = False
         self._busy = False
         self._worker: threading.Thread | None = None
+        self._assessment_sinks: list[Callable[[PatientRecord, Posterior, list[Dose]], object]] = []
+
+    def add_assessment_sink(self, sink: Callable[[PatientRecord, Posterior, list[Dose]], object]) -> None:
+        """Called with (patient, posterior, doses) after each regimen assessment, on the thread
+        that assessed (e.g. to send the next-sample request to the patient's meter)."""
+        self._assessment_sinks.append(sink)
 
     # -- assessments on their own thread ------------------------------------------------------
 
@@ -239,6 +245,11 @@ class PolicyEvaluator:
                             "loading_amount": regimen.loading_amount, "start": 0.0}  # h after the alert time (= decision)
         with state.lock:
             state.alerts, alerts = alert_step(state.alerts, assessment_event(recommendation, decision, target), self.policy)
+        for sink in self._assessment_sinks:
+            try:
+                sink(patient, posterior, doses)
+            except Exception:
+                log.exception("assessment sink %r failed for patient %s", sink, patient.patient_id)
         return alerts
 
     @staticmethod

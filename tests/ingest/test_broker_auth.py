@@ -94,6 +94,10 @@ def test_a_device_publishes_only_as_itself(secured):
     own_error, other_error = device_topic("dev-a", TopicKind.ERROR), device_topic("dev-b", TopicKind.ERROR)
     got = received_by(device, [other_error, "mipd/v1/dev/+/error", own_error], service, [other_error, own_error])
     assert set(got) == {own_error}
+    # the same for sample requests: a meter reads its own schedule only
+    own, other = device_topic("dev-a", TopicKind.SCHEDULE), device_topic("dev-b", TopicKind.SCHEDULE)
+    got = received_by(device, [other, "mipd/v1/dev/+/schedule", own], service, [other, own])
+    assert set(got) == {own}
     for client in (device, service):
         client.disconnect()
 

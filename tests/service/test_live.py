@@ -20,6 +20,7 @@ from mipdstream.service.live import live_service
 from mipdstream.service.state_db import PatientRecord
 from ingest.mqtt import connect
 from tests.publishing import AckedPublisher, wait_until
+from wire.messages import SampleRequest
 from wire.topics import TopicKind, device_topic, team_alert_topic
 
 MODEL = str(Path(__file__).parent / "models" / "serum_vancomycin.py")
@@ -87,19 +88,22 @@ def test_devices_to_posterior_through_a_real_broker(settings, mosquitto):
 
 def test_an_overexposed_patient_raises_an_alert_that_reaches_an_mqtt_subscriber(settings, mosquitto):
     """Vancomycin 2 g q12h in a patient whose levels show a clearance far below the prior's:
-    the policy predicts AUC24 above 600 and the care team's MQTT consumer hears about it."""
+    the policy predicts AUC24 above 600 and the care team's MQTT consumer hears about it. The
+    patient's point-of-care meter (not the pump) is sent the time of the next informative level."""
     from mipdstream.service.policy import PolicyEvaluator
 
     origin = float(int(time.time()) - 30 * 3600)
-    heard = []
+    heard, requests = [], []
     with live_service(settings, evaluator=PolicyEvaluator(settings)) as live:
         live.db.add_patient(PatientRecord("slow-cl", "vancomycin", {"CRCL": 120.0, "WT": 70.0, "DIAL": 0.0}, origin, "ward-7"))
-        for device in ("slow-pump", "slow-poc"):
-            live.ingest.registry.register_device(device, "poc-meter")
+        for device, kind in (("slow-pump", "infusion-pump"), ("slow-poc", "poc-meter")):
+            live.ingest.registry.register_device(device, kind)
             live.ingest.registry.enroll(device, "slow-cl", origin - 60)
         consumer, _ = connect(mosquitto.url, "ward-7-console", protocol="5",
                               subscriptions=[(team_alert_topic("ward-7"), 1)],
                               on_message=lambda c, u, m: heard.append(json.loads(m.payload)))
+        meters, _ = connect(mosquitto.url, "meter-watch", protocol="5", subscriptions=[("mipd/v1/dev/+/schedule", 1)],
+                            on_message=lambda c, u, m: requests.append((m.topic, m.payload)))
         publisher = AckedPublisher(live.ingest.url, "devices", protocol="5")
         for i, t in enumerate((0.0, 12.0)):
             publisher.publish(device_topic("slow-pump", TopicKind.DOSE), f"d{i}", json.dumps({
@@ -112,9 +116,16 @@ def test_an_overexposed_patient_raises_an_alert_that_reaches_an_mqtt_subscriber(
         publisher.wait_all_acked(30)
         publisher.close()
         assert wait_until(lambda: any(a["kind"] in ("toxicity_risk", "exposure_out_of_range") for a in heard), timeout=240)
-        consumer.disconnect()
-        consumer.loop_stop()
+        assert wait_until(lambda: requests, timeout=120)
+        for client in (consumer, meters):
+            client.disconnect()
+            client.loop_stop()
         stored = live.db.alerts("slow-cl")
+    assert {topic for topic, _ in requests} == {device_topic("slow-poc", TopicKind.SCHEDULE)}
+    request = SampleRequest.model_validate_json(requests[-1][1])
+    assert request.n == "20578-1" and request.reason
+    # within the advice window: 0.5-24 h after the posterior's time (the last level, 23.5 h)
+    assert origin + 3600 * 24.0 - 1 <= request.t <= origin + 3600 * 47.5 + 1
     alert = next(a for a in heard if a["kind"] in ("toxicity_risk", "exposure_out_of_range"))
     assert alert["patient_id"] == "slow-cl" and alert["details"]["median"] > 600, alert
     assert alert["details"]["provenance"]["model_id"] == "vancomycin" and alert["message"]
