@@ -101,6 +101,7 @@ class Assimilator:
         self._dirty: set[str] = set()  # changed since the last checkpoint
         self._waiting: set[str] = set()  # have pending events
         self._reconfigured: set[str] = set()  # covariates changed: replay with the new prior
+        self._counted: dict[str, int] = {}  # events per patient already in the assimilated metric
         self._lock = threading.Lock()  # guards _timelines for readers (API)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -193,6 +194,7 @@ class Assimilator:
                 if n_before == checkpoint.n_events and dict(posterior.covariates[0]) == dict(patient.covariates):
                     start = Snapshot(checkpoint.time_h, checkpoint.n_events, posterior)
                     timeline.current, timeline.snapshots = start, [start]
+                    self._counted[patient.patient_id] = checkpoint.n_events  # assimilated by an earlier run
                 else:
                     self.metrics.rewinds.labels("recovery").inc()
             rest = [e for e in history if e.time > start.time]
@@ -349,12 +351,17 @@ class Assimilator:
         self.metrics.batch_size.observe(len(works))
         # Summaries first: whoever sees the new posterior also finds its summary.
         self._summarise(works, batch)
+        new_events = 0
         with self._lock:
             for work, posterior in zip(works, posteriors):
                 timeline = self._timelines[work.patient_id]
                 timeline.complete(work, posterior, work.events if work.kind == "full" else None)
                 self._dirty.add(work.patient_id)
-        self.metrics.assimilated.inc(sum(len(w.events) for w in works))
+                # the metric counts each event once, however often rewinds and replays revisit it
+                counted = self._counted.get(work.patient_id, 0)
+                new_events += max(0, timeline.current.n_events - counted)
+                self._counted[work.patient_id] = max(counted, timeline.current.n_events)
+        self.metrics.assimilated.inc(new_events)
         self._evaluate(works, posteriors)
 
     def _summarise(self, works: list[Work], batch: Posterior) -> None:

@@ -13,7 +13,9 @@ class ServiceMetrics:
         r = self.registry
         self.queue_depth = Gauge("mipd_assimilation_queue_depth", "Committed batches waiting for assimilation", registry=r)
         self.events = Counter("mipd_assimilation_events", "Events offered to patient timelines", ["outcome"], registry=r)
-        self.assimilated = Counter("mipd_assimilated_events", "Events assimilated into posteriors", registry=r)
+        self.assimilated = Counter(
+            "mipd_assimilated_events", "Distinct events assimilated into posteriors (replays after late events not counted again)",
+            registry=r)
         self.batch_size = Histogram(
             "mipd_assimilation_batch_patients", "Patients per vmapped update",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r,
