@@ -71,7 +71,7 @@ def _prepare(model: Model, log_params):
 @functools.lru_cache(maxsize=None)
 def _prior_draw_jit(model: Model, n_particles: int, dtype: str):
     """Jitted (prior means (P, p), keys (P, 2)) -> (log θ (P, N, p), cache); one compile per shape."""
-    root = jnp.asarray(model.population.omega_sqrt(), dtype)
+    root = np.asarray(model.population.omega_sqrt(), dtype)  # numpy: a constant, not a tracer, if first built under a trace
 
     def one(mean, key):
         _, draw = jax.random.split(key)

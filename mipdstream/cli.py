@@ -226,6 +226,18 @@ def assimilate(
 
 
 @app.command()
+def api(config: ConfigOption = None, verbose: bool = False) -> None:
+    """Serve the API and dashboard of a scaled-out deployment (ingest and assimilation workers
+    elsewhere): posteriors from the workers' checkpoints, live updates from their notifications."""
+    from mipdstream.service.follower import follower_service
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    with follower_service(_settings(config)) as live:
+        typer.echo(f"api: serving {live.http_url}", err=True)
+        _wait_for_signal()
+
+
+@app.command()
 def replay(
     data: Annotated[Path, typer.Argument(help="NONMEM-style CSV: ID, TIME, AMT, RATE, DV, EVID, MDV, CMT, covariates")],
     model: Annotated[str, typer.Option(help="built-in model name or path to a model file")],

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingest.records import Batch
-from mipdstream.api.policy_link import recommendation_sink
+from mipdstream.service.recommendations import recommendation_sink
 from mipdstream.service.live import LiveService
 from mipdstream.service.state_db import AlertRecord, ServiceDB
 from mipdstream.service.summaries import LEVELS, PosteriorSummary

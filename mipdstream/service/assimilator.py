@@ -406,11 +406,21 @@ class Assimilator:
 
     def _tick(self) -> None:
         self._last_tick = time.monotonic()
+        self._notice_changed_records()
         tick = getattr(self.evaluator, "tick", None)
         if tick is not None:
             with self._lock:
                 patients = [self._patients[pid] for pid in self._timelines]
             self._emit(tick(patients, time.time()))
+
+    def _notice_changed_records(self) -> None:
+        """Covariates changed in the shared database by another process (the API of a scaled-out
+        deployment, the CLI) are picked up here; in one process the API calls reconfigure()."""
+        with self._lock:
+            known = {pid: self._patients[pid] for pid in self._timelines}
+        for record in self.db.patients():
+            if record.patient_id in known and record.covariates != known[record.patient_id].covariates:
+                self.reconfigure(record.patient_id)
 
     def checkpoint(self) -> None:
         """Persist the current posterior of every patient that changed since the last call."""

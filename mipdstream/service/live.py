@@ -18,6 +18,7 @@ from mipdstream.runtime import IngestService, ingest_service
 from mipdstream.service.alert_publisher import AlertPublisher
 from mipdstream.service.assimilator import Assimilator, Evaluator, FilterSettings, Timing
 from mipdstream.service.metrics import ServiceMetrics
+from mipdstream.service.recommendations import recommendation_sink
 from mipdstream.service.state_db import ServiceDB
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ def _write_derived_to_influx(assimilator: Assimilator, store) -> None:
 
 
 @contextlib.contextmanager
-def _http(live: LiveService, host: str, port: int) -> Iterator[str]:
+def http_server(live: LiveService, host: str, port: int) -> Iterator[str]:
+    """Serve the API and dashboard of ``live`` on a thread; yields the base URL."""
     from mipdstream.api import create_app
 
     port = port or free_port(host)
@@ -128,7 +130,7 @@ def live_service(settings: Settings, evaluator: Evaluator | None = None, serve_h
             ingest.consumer.start()
             with contextlib.ExitStack() as stack:
                 if serve_http:
-                    live.http_url = stack.enter_context(_http(live, settings.http_host, settings.http_port))
+                    live.http_url = stack.enter_context(http_server(live, settings.http_host, settings.http_port))
                 yield live
         finally:
             ingest.consumer.stop()
@@ -170,6 +172,9 @@ def assimilation_worker(settings: Settings, evaluator: Evaluator | None = None) 
     registry = open_registry(settings)
     try:
         _write_derived_to_influx(assimilator, store)
+        # what `mipd api` serves: summaries and recommendations in the shared service database
+        assimilator.add_summary_sink(db.add_summaries)
+        assimilator.add_sink(recommendation_sink(db, lambda record: None))
         if settings.publish_alerts:
             publisher = AlertPublisher(settings.broker_url, db, client_id=f"{settings.ingest_client_id}-alerts-{index}",
                                        protocol=settings.mqtt_protocol)

@@ -2,7 +2,7 @@
 
 import time
 
-from mipdstream.api.policy_link import recommendation_sink, regimen_of
+from mipdstream.service.recommendations import recommendation_sink, regimen_of
 from mipdstream.service.state_db import AlertRecord
 
 

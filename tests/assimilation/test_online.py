@@ -47,6 +47,20 @@ def test_snapshot_round_trip_continues_identically(method):
     np.testing.assert_array_equal(online.predict(direct, times).quantiles, online.predict(via_bytes, times).quantiles)
 
 
+def test_a_snapshot_read_first_in_a_process_does_not_poison_later_filters():
+    """Reading a snapshot traces ``initial_state`` abstractly; a jit built there and cached
+    must hold constants, not tracers (found when an API process read a worker's checkpoint first)."""
+    from assimilation.particle_filter import _prior_draw_jit
+
+    covariates, events = PATIENTS[0]
+    data = online.to_bytes(online.update(online.init(MODEL, covariates, 1, 200, "pf"), events[:3]))
+    _prior_draw_jit.cache_clear()
+    restored = online.from_bytes(data)
+    fresh = online.update(online.init(MODEL, covariates, 1, 200, "pf"), events[:3])
+    for a, b in zip(_leaves(restored), _leaves(fresh)):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("method", ["pf", "enkf"])
 def test_batch_equals_one_patient_at_a_time(method):
     seeds = [11, 22, 33]

@@ -133,19 +133,28 @@ def test_readings_of_unconfigured_patients_and_unmodelled_analytes_are_ignored(w
 RENAL_FAILURE = {"CRCL": 20.0, "WT": 80.0}
 
 
-def test_a_covariate_change_rebuilds_the_posterior_on_the_new_prior(world):
+@pytest.mark.parametrize("told", [True, False], ids=["reconfigure-called", "noticed-on-tick"])
+def test_a_covariate_change_rebuilds_the_posterior_on_the_new_prior(world, told):
     """Creatinine clearance falls from 60 to 20 mL/min: the running posterior is replaced by the
-    one the new prior gives on the whole history, and later events build on it."""
+    one the new prior gives on the whole history, and later events build on it. In one process
+    the API tells the assimilator; in a scaled-out deployment the worker notices the changed
+    record on its wall-clock tick."""
     db, store = world
     readings, doses = stored_events("p1", 0.8)
-    assimilator = Assimilator(db, store, FILTERS, Timing(reorder_window_s=0.0, batch_window_s=0.01)).start()
+    timing = Timing(reorder_window_s=0.0, batch_window_s=0.01, tick_s=0.0 if told else 0.2)
+    assimilator = Assimilator(db, store, FILTERS, timing).start()
     first = Batch(readings[:4], doses[:1])
     store.write(first)
     assimilator.submit(first)
     wait_idle(assimilator)
     before = assimilator.posterior("p1")[0]
     db.add_patient(PatientRecord("p1", MODEL, RENAL_FAILURE, ORIGIN))
-    assimilator.reconfigure("p1")
+    if told:
+        assimilator.reconfigure("p1")
+    else:
+        deadline = time.time() + 30
+        while dict(assimilator.posterior("p1")[0].covariates[0]) != RENAL_FAILURE and time.time() < deadline:
+            time.sleep(0.1)
     wait_idle(assimilator)
     assert_same_posterior(assimilator.posterior("p1")[0], reference("p1", readings[:4], doses[:1], RENAL_FAILURE))
     assert dict(assimilator.posterior("p1")[0].covariates[0]) == RENAL_FAILURE
