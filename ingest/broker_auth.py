@@ -5,7 +5,9 @@ Who connects to the broker, by role:
 - ``device``: username = device id. Publishes only its own reading, dose and status topics;
   reads only its own error and schedule topics.
 - ``service``: the mipdstream service (ingest and alert publisher): reads every device topic,
-  writes every error and schedule topic and every team's alert topic.
+  writes every error and schedule topic and every team's alert topic; in a scaled-out
+  deployment its workers also talk among themselves on ``mipd/v1/svc/#`` (committed-event
+  notifications, ingest -> assimilation workers) and its API reads the alert topics.
 - ``team``: a care-team consumer. Reads only its own team's alert topic.
 
 Passwords are stored hashed, in Mosquitto 2's own format (``$7$`` = PBKDF2-HMAC-SHA512,
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from wire.topics import TEAM_ROOT, TOPIC_ROOT, TopicKind, device_topic, team_alert_topic, valid_device_id
+from wire.topics import SERVICE_ROOT, TEAM_ROOT, TOPIC_ROOT, TopicKind, device_topic, team_alert_topic, valid_device_id
 
 Role = Literal["device", "service", "team"]
 ITERATIONS = 101  # mosquitto_passwd's default for $7$ hashes
@@ -66,7 +68,8 @@ def acl_entries(user: BrokerUser) -> list[tuple[str, str]]:
         ("read", f"{TOPIC_ROOT}/+/{TopicKind.STATUS.value}"),
         ("write", f"{TOPIC_ROOT}/+/{TopicKind.ERROR.value}"),
         ("write", f"{TOPIC_ROOT}/+/{TopicKind.SCHEDULE.value}"),
-        ("write", f"{TEAM_ROOT}/+/alert"),
+        ("readwrite", f"{TEAM_ROOT}/+/alert"),
+        ("readwrite", f"{SERVICE_ROOT}/#"),
         # MQTT 5 shared subscriptions of scaled-out ingest workers
         ("read", f"$share/+/{TOPIC_ROOT}/+/{TopicKind.READING.value}"),
         ("read", f"$share/+/{TOPIC_ROOT}/+/{TopicKind.DOSE.value}"),

@@ -21,8 +21,9 @@ import json
 from collections import defaultdict
 
 from ingest.records import Batch, StoredDose, StoredReading
+from wire.topics import SERVICE_ROOT
 
-COMMITTED_ROOT = "mipd/v1/svc/committed"
+COMMITTED_ROOT = f"{SERVICE_ROOT}/committed"
 BUCKETS = 256
 
 

@@ -25,6 +25,30 @@ def test_compose_file_services_and_mounted_files_exist():
             assert (ROOT / service["build"] / "Dockerfile").exists()
 
 
+def test_compose_scale_out_profile_is_a_consistent_deployment():
+    """Every shard has exactly one worker, ingest sessions are distinct, all share one directory."""
+    from mipdstream.config import Settings
+
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    scale_out = {name: s for name, s in services.items() if "scale-out" in s.get("profiles", [])}
+    by_command = lambda command: [s for s in scale_out.values() if s["command"] == [command]]
+    workers, ingest, api = by_command("assimilate"), by_command("ingest"), by_command("api")
+    assert len(workers) >= 2 and len(ingest) >= 2 and len(api) == 1
+    settings = [Settings(**{k.removeprefix("MIPD_").lower(): v for k, v in s["environment"].items()
+                            if k.startswith("MIPD_") and "$" not in v}) for s in scale_out.values()]
+    assert {str(s.shared_dir) for s in settings} == {"/shared"}
+    shards = sorted((int(s["environment"]["MIPD_SHARD_INDEX"]), int(s["environment"]["MIPD_SHARD_COUNT"])) for s in workers)
+    assert shards == [(i, len(workers)) for i in range(len(workers))]
+    ids = [s["environment"]["MIPD_INGEST_CLIENT_ID"] for s in ingest]
+    assert len(set(ids)) == len(ids)
+    assert all(s["environment"]["MIPD_INGEST_NOTIFY"] == "true" and s["environment"]["MIPD_INGEST_SHARED_GROUP"] for s in ingest)
+    for s in scale_out.values():  # the shared volume, and a data dir of its own
+        own = [v for v in s["volumes"] if v.endswith(":/data")]
+        assert "mipd-shared:/shared" in s["volumes"] and len(own) == 1
+    owns = [v for s in scale_out.values() for v in s["volumes"] if v.endswith(":/data")]
+    assert len(set(owns)) == len(owns)
+
+
 def test_cli_lists_its_commands():
     out = subprocess.run([sys.executable, "-m", "mipdstream.cli", "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("ingest", "enroll", "readings", "demo", "config"):

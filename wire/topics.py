@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 TOPIC_ROOT = "mipd/v1/dev"
 TEAM_ROOT = "mipd/v1/team"
+SERVICE_ROOT = "mipd/v1/svc"  # the service's own workers among themselves; no device reads or writes here
 DEVICE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 _DEVICE_ID = re.compile(rf"^{DEVICE_ID_PATTERN}$")
 

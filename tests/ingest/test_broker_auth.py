@@ -11,7 +11,8 @@ from ingest.mqtt import connect
 from ingest.registry import Registry
 from tests.conftest import _start_or_skip
 from tests.servers import Mosquitto
-from wire.topics import TopicKind, device_topic, team_alert_topic
+from ingest.committed import COMMITTED_ROOT
+from wire.topics import TEAM_ROOT, TopicKind, device_topic, team_alert_topic
 
 
 @pytest.fixture
@@ -111,6 +112,23 @@ def test_a_care_team_reads_only_its_own_alerts(secured):
     assert set(got) == {team_alert_topic("ward-a")}  # overlapping filters may deliver it twice
     service.disconnect()
     team.disconnect()
+
+
+def test_scaled_out_workers_talk_on_service_topics_that_devices_cannot_read(secured):
+    """Ingest workers announce committed batches to assimilation workers, and the API follows the
+    alert topics, all as the service user; a device sees none of it (it carries patient ids)."""
+    broker, passwords = secured
+    worker, _ = connect(url(broker, "svc", passwords["svc"]), "svc-worker", protocol="5")
+    ingest_worker, _ = connect(url(broker, "svc", passwords["svc"]), "svc-ingest", protocol="5")
+    device, _ = connect(url(broker, "dev-a", passwords["dev-a"]), "dev-a", protocol="5")
+    committed, alert = f"{COMMITTED_ROOT}/17", team_alert_topic("ward-a")
+    got = received_by(device, [f"{COMMITTED_ROOT}/#", "mipd/v1/#", device_topic("dev-a", TopicKind.ERROR)], ingest_worker,
+                      [committed, alert, device_topic("dev-a", TopicKind.ERROR)])
+    assert set(got) == {device_topic("dev-a", TopicKind.ERROR)}
+    got = received_by(worker, [f"{COMMITTED_ROOT}/#", f"{TEAM_ROOT}/+/alert"], ingest_worker, [committed, alert])
+    assert set(got) == {committed, alert}
+    for client in (worker, ingest_worker, device):
+        client.disconnect()
 
 
 def test_hash_format_matches_mosquitto_passwd():
