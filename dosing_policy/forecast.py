@@ -96,6 +96,13 @@ def _grid_index(value: float, step: float, what: str) -> int:
 
 def plan_regimens(regimens: Sequence[Regimen], grid: Grid, dtype=jnp.float32) -> Plan:
     """Unit dose trains shared by the candidates (the same train for every amount)."""
+    return _plan(tuple(regimens), grid, jnp.dtype(dtype).name)
+
+
+@functools.lru_cache(maxsize=64)
+def _plan(regimens: tuple[Regimen, ...], grid: Grid, dtype: str) -> Plan:
+    """Cached: a service scores the same candidate set for every patient and every update, and
+    building the plan on the host costs about as much as a tenth of scoring it."""
     durations: dict[float, int] = {}
     shapes: dict[tuple, int] = {}
 

@@ -79,8 +79,14 @@ class Recommendation(NamedTuple):
 
 
 def utility_of(result: Attainment, utility: Utility) -> Float[Array, "... C"]:
-    w = jnp.asarray(utility.weights, result.pta.dtype)
-    return jnp.sum((result.pta - utility.toxicity_weight * result.risk) * w, axis=-1) / jnp.sum(w)
+    """U_c = Σ_w ω_w (PTA_cw − λ·risk_cw) / Σ_w ω_w."""
+    return _utility_jit(result.pta, result.risk, utility)
+
+
+@functools.partial(jax.jit, static_argnums=2)  # one fused call, not five eager ops per evaluation
+def _utility_jit(pta, risk, utility: Utility):
+    w = jnp.asarray(utility.weights, pta.dtype)
+    return jnp.sum((pta - utility.toxicity_weight * risk) * w, axis=-1) / jnp.sum(w)
 
 
 def _summarise(target: Target, windows, levels, times, values, weights) -> Attainment:
