@@ -43,13 +43,14 @@ class Steps(NamedTuple):
         return Steps(*(a[:, s] for a in self))
 
 
-def bucket(n: int, minimum: int = 1, coarse: int = 1024) -> int:
-    """Padded size for n rows: the next power of two ≥ n up to ``coarse``, above it the next
-    multiple of ``coarse`` (10,000 patients -> 10,240 rows, not 16,384). Padding sizes to
-    buckets bounds the number of compilations."""
+def bucket(n: int, minimum: int = 1, coarse: int = 1024, factor: int = 2) -> int:
+    """Padded size for n rows: the next power of ``factor`` ≥ n (times ``minimum``) up to
+    ``coarse``, above it the next multiple of ``coarse`` (10,000 patients -> 10,240 rows, not
+    16,384). Padding sizes to buckets bounds the number of compilations; a larger factor
+    trades padding for fewer of them."""
     size = max(minimum, 1)
     while size < n and size < coarse:
-        size *= 2
+        size *= factor
     if size < n:
         size = -(-n // coarse) * coarse
     return size

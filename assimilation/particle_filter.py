@@ -224,8 +224,9 @@ def resample(model: Model, options: Options, state: ParticleState, rows: np.ndar
     if len(rows) == 0:
         return state
     n_rows = state.time.shape[0]
-    # at least 8 (or all rows): few distinct shapes, so few compilations
-    padded = np.full(min(bucket(len(rows), 8), n_rows), n_rows, np.int32)
+    # 8, 32, 128, ... rows or all of them: few distinct shapes per batch size, so few
+    # compilations (each costs seconds; a live service meets every combination sooner or later)
+    padded = np.full(min(bucket(len(rows), 8, factor=4), n_rows), n_rows, np.int32)
     padded[: len(rows)] = rows
     return _resample_jit(model, options)(state, jnp.asarray(padded))
 

@@ -14,6 +14,7 @@ recommendation; the record names each of those inputs:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -63,6 +64,7 @@ def _module_source(model: Model) -> str:
         return ""
 
 
+@functools.lru_cache(maxsize=None)  # a loaded model does not change; its source is read once
 def model_hash(model: Model) -> str:
     """Version hash of a model: parameters, structure, analytes and defining source."""
     pop = model.population

@@ -10,10 +10,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from assimilation.events import bucket
 from assimilation.online import Posterior
+
+
+def batch_size(n: int) -> int:
+    """Rows of a batch of n patients: 1, 4, 16, 64, 256, ... A live service sees every batch
+    size between 1 and its maximum sooner or later, and each size compiles the filter's step
+    and resampling anew (seconds each); powers of four halve the number of sizes of powers of
+    two for at most 4x padding (and padding rows cost only compute)."""
+    return bucket(n, factor=4)
 
 
 def stack(posteriors: Sequence[Posterior]) -> Posterior:
@@ -23,19 +31,25 @@ def stack(posteriors: Sequence[Posterior]) -> Posterior:
         if (other.model, other.method, other.options) != (first.model, first.method, first.options):
             raise ValueError("only posteriors of the same model, method and options can be batched")
     rows = [p.state for p in posteriors]
-    rows += [rows[0]] * (bucket(len(rows)) - len(rows))
-    state = jax.tree.map(lambda *leaves: jnp.concatenate([leaf[:1] for leaf in leaves]), *rows)
+    rows += [rows[0]] * (batch_size(len(rows)) - len(rows))
+    state = jax.tree.map(lambda *leaves: np.concatenate([np.asarray(leaf)[:1] for leaf in leaves]), *rows)
     covariates = tuple(c for p in posteriors for c in p.covariates[:1])
     return first._replace(state=state, n_patients=len(posteriors), covariates=covariates)
 
 
 def split(posterior: Posterior) -> list[Posterior]:
-    """The one-patient posteriors of a batch (padding rows dropped)."""
+    """The one-patient posteriors of a batch (padding rows dropped), as host (numpy) arrays.
+
+    Host arrays because slicing them compiles nothing: sliced as device arrays, every
+    ``leaf[i : i + 1]`` is a dispatch and, for each new ``i`` and batch shape, a compilation
+    (thousands before a live service reaches its steady state; one jitted split per batch
+    shape instead takes seconds to compile at 64 patients). Each row is copied, so that a
+    patient's posterior does not keep its whole batch's buffers alive. The filters take numpy
+    input as it is (on the CPU backend without a copy to a device).
+    """
+    host = jax.tree.map(np.asarray, posterior.state)
     return [
-        posterior._replace(
-            state=jax.tree.map(lambda leaf: leaf[i : i + 1], posterior.state),
-            n_patients=1,
-            covariates=posterior.covariates[i : i + 1],
-        )
+        posterior._replace(state=jax.tree.map(lambda leaf: leaf[i : i + 1].copy(), host), n_patients=1,
+                           covariates=posterior.covariates[i : i + 1])
         for i in range(posterior.n_patients)
     ]
