@@ -143,7 +143,16 @@ def history_table(model: Model, doses: Sequence[Dose] | DoseTable, dtype=jnp.flo
     doses fully delivered before ``now`` are left out of a list (they are in the state)."""
     if not isinstance(doses, DoseTable) and now is not None and model.lag_time is None:
         doses = [d for d in doses if (d.time >= now if d.duration <= 0 else d.time + d.duration > now)]
-    table = doses if isinstance(doses, DoseTable) else dose_table_of(model, list(doses), slots=slots, dtype=dtype)
+    if isinstance(doses, DoseTable):
+        return doses._replace(fresh=jnp.zeros_like(doses.fresh))
+    return _history_table(model, tuple(doses), jnp.dtype(dtype).name, slots)
+
+
+@functools.lru_cache(maxsize=4096)
+def _history_table(model: Model, doses: tuple[Dose, ...], dtype: str, slots: int | None) -> DoseTable:
+    """Cached: the live service checks every reading against the same few recent doses, and
+    building the table is a dozen small host-to-device copies (about half a millisecond)."""
+    table = dose_table_of(model, list(doses), slots=slots, dtype=dtype)
     return table._replace(fresh=jnp.zeros_like(table.fresh))
 
 
