@@ -44,8 +44,8 @@ def split(posterior: Posterior) -> list[Posterior]:
     ``leaf[i : i + 1]`` is a dispatch and, for each new ``i`` and batch shape, a compilation
     (thousands before a live service reaches its steady state; one jitted split per batch
     shape instead takes seconds to compile at 64 patients). Each row is copied, so that a
-    patient's posterior does not keep its whole batch's buffers alive. The filters take numpy
-    input as it is (on the CPU backend without a copy to a device).
+    patient's posterior does not keep its whole batch's buffers alive. The filters' jitted
+    steps take numpy input; :func:`stack` builds the next batch from it on the host.
     """
     host = jax.tree.map(np.asarray, posterior.state)
     return [

@@ -63,7 +63,6 @@ class CheckpointedPosteriors:
     def __init__(self, db: ServiceDB, filters: FilterSettings, announce: Callable[[Batch], None]):
         self.db, self.filters, self._announce = db, filters, announce
         self._alert_sinks: list[AlertSink] = []
-        self._summary_sinks: list[SummarySink] = []  # the workers' summaries are in the database
         self._cache: dict[str, tuple[float, int, Posterior]] = {}
         self._lock = threading.Lock()
 
@@ -83,7 +82,7 @@ class CheckpointedPosteriors:
         self._alert_sinks.append(sink)
 
     def add_summary_sink(self, sink: SummarySink) -> None:
-        self._summary_sinks.append(sink)
+        """Nothing is summarised here: the workers write their summaries to the database."""
 
     def alerts(self, alerts: list[AlertRecord]) -> None:
         for sink in self._alert_sinks:
