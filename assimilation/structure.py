@@ -173,6 +173,17 @@ class OdeCompartments:
         return ()
 
     def propagate(self, params, cache, amounts, t0, t1, doses: DoseTable, bioavailability, lag):
+        x, _ = self._integrate(params, amounts, t0, t1, doses, bioavailability, lag, None)
+        return x
+
+    def trajectory(self, params, cache, amounts, t0, times, doses: DoseTable, bioavailability, lag) -> Float[Array, "T n"]:
+        """Amounts (left limits) at sorted ``times`` ≥ t0 in ONE pass over the input segments:
+        the same numbers as ``propagate`` from save point to save point, but the solver is not
+        restarted at every save point (a forecast of T points costs one solve, not T)."""
+        _, xs = self._integrate(params, amounts, t0, times[-1], doses, bioavailability, lag, times)
+        return xs
+
+    def _integrate(self, params, amounts, t0, t1, doses: DoseTable, bioavailability, lag, times):
         import diffrax
 
         solver = self.solver if self.solver is not None else diffrax.Tsit5()
@@ -190,7 +201,8 @@ class OdeCompartments:
         term = diffrax.ODETerm(field_)
         controller = diffrax.PIDController(rtol=self.rtol, atol=self.atol)
 
-        def segment(x, bounds):
+        def segment(carry, bounds):
+            x, saved = carry
             lo, hi = bounds
             # boluses arriving in [lo, hi) are added at the start of the segment (left-continuity)
             lands = is_bolus & (arrival >= lo) & (arrival < hi) & (arrival < t1)
@@ -198,13 +210,19 @@ class OdeCompartments:
             x = x.at[doses.compartment].add(jnp.where(lands, delivered, 0.0))
             active = (~is_bolus) & (arrival <= lo) & (arrival + doses.duration >= hi)
             infusion = jnp.zeros_like(x).at[doses.compartment].add(jnp.where(active, rate, 0.0))
-            solution = diffrax.diffeqsolve(
-                term, solver, lo, jnp.maximum(hi, lo), None, x, infusion,
-                stepsize_controller=controller, max_steps=self.max_steps,
-                saveat=diffrax.SaveAt(t1=True),
-            )
+            end = jnp.maximum(hi, lo)
+            if times is None:
+                saveat = diffrax.SaveAt(t1=True)
+            else:  # every save time, clipped into the segment; only those inside (lo, hi] are kept
+                saveat = diffrax.SaveAt(ts=jnp.clip(times, lo, end), t1=True)
+            solution = diffrax.diffeqsolve(term, solver, lo, end, None, x, infusion, stepsize_controller=controller,
+                                           max_steps=self.max_steps, saveat=saveat)
             x_next = jnp.where(hi > lo, solution.ys[-1], x)
-            return x_next, None
+            if times is not None:
+                inside = (times > lo) & (times <= hi) & (hi > lo)
+                saved = jnp.where(inside[:, None], solution.ys[:-1], saved)
+            return (x_next, saved), None
 
-        x, _ = jax.lax.scan(segment, amounts, (points[:-1], points[1:]))
-        return x
+        initial = None if times is None else jnp.broadcast_to(amounts, (times.shape[0], amounts.shape[0]))  # times == t0: x(t0)
+        (x, saved), _ = jax.lax.scan(segment, (amounts, initial), (points[:-1], points[1:]))
+        return x, saved

@@ -478,6 +478,26 @@ def rows_of(arm: str, truth_name: str, result: ArmResult, seed: int) -> list[dic
     return rows
 
 
+def run_arms(arms, run_arm, rows_of, print_table, summary: str, json_path: Path | None, **settings) -> list[dict]:
+    """The closed-loop benchmarks' common driver: each arm run and timed, its rows collected
+    (with ``settings`` and the total wall time), the table and a summary line printed, the
+    rows written to ``json_path``. ``run_arm(arm) -> result``, ``rows_of(arm, result) -> rows``."""
+    wall = time.perf_counter()
+    rows = []
+    for arm in arms:
+        start = time.perf_counter()
+        rows += rows_of(arm, run_arm(arm))
+        print(f"  {arm}: {time.perf_counter() - start:.0f} s", flush=True)
+    elapsed = time.perf_counter() - wall
+    for r in rows:
+        r.update(settings, wall_s_total=elapsed)
+    print_table(rows)
+    print(f"{summary}, wall {elapsed:.0f} s, {len(os.sched_getaffinity(0))} usable cores")
+    if json_path:
+        json_path.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
 def print_table(rows: list[dict]) -> None:
     print(f"{'truth':<20} {'arm':<14} {'day':>3} {'in 400-600 (95% CI)':>24} {'>600 (95% CI)':>22} {'<400 (95% CI)':>22} {'samples':>8}")
     for r in rows:

@@ -105,13 +105,19 @@ class TimedEvaluator:
             self.committed[f"r:{r.device_id}:{r.reading_id}"] = committed_at
 
     def __call__(self, patient, posterior, work, now_s):
+        return self.evaluate_batch([(patient, posterior, work)], now_s)
+
+    def evaluate_batch(self, updates, now_s):
+        """The service evaluates each batched update at once (one batched reading check)."""
         began = time.perf_counter()
-        alerts = self.inner(patient, posterior, work, now_s)
+        batch = getattr(self.inner, "evaluate_batch", None)
+        alerts = batch(updates, now_s) if batch is not None else [a for u in updates for a in self.inner(*u, now_s)]
         finished = time.time()
         self.spent.append((finished, time.perf_counter() - began))
-        for event in work.events:
-            if event.key.startswith("r:"):
-                self.done.setdefault(event.key, finished)
+        for _, _, work in updates:
+            for event in work.events:
+                if event.key.startswith("r:"):
+                    self.done.setdefault(event.key, finished)
         return alerts
 
     def __getattr__(self, name):  # tick, bind, close, idle, add_assessment_sink

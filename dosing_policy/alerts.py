@@ -93,6 +93,7 @@ class AssessmentEvent(NamedTuple):
     recommended_pta: float | None = None
     gain: float = 0.0  # expected-utility gain of switching
     record: Any = None
+    risk_condition: str = ""  # what the risk is the probability of, e.g. "exceeds 600" (default: exceeds ``high``)
 
 
 class SourceEvent(NamedTuple):
@@ -203,19 +204,20 @@ def _on_reading(s: _Step, e: ReadingEvent) -> None:
 def _on_assessment(s: _Step, e: AssessmentEvent) -> None:
     p = s.policy
     outside = 1.0 - e.pta
+    condition = e.risk_condition or f"exceeds {e.high:g}"
     numbers = {"metric": e.metric, "pta": e.pta, "risk": e.risk, "median": e.median, "low": e.low, "high": e.high, "current": e.current}
     s.condition(
         Kind.EXPOSURE_OUT_OF_RANGE, "patient", outside >= p.out_of_range_enter, outside <= p.out_of_range_exit,
         Severity.CRITICAL if outside >= p.out_of_range_critical else Severity.WARNING, numbers,
         f"Under the current regimen ({e.current}) the predicted {e.metric} has only a {e.pta:.0%} chance of being in "
-        f"{e.low:g}-{e.high:g} (median {e.median:.0f}).",
+        f"{e.low:g}-{e.high:g} (median {e.median:.3g}).",
         f"Predicted {e.metric} is back in range with probability {e.pta:.0%}.",
     )
     s.condition(
         Kind.TOXICITY_RISK, "patient", e.risk >= p.toxicity_enter, e.risk <= p.toxicity_exit,
         Severity.CRITICAL if e.risk >= p.toxicity_critical else Severity.WARNING, numbers,
-        f"{e.risk:.0%} probability that {e.metric} exceeds {e.high:g} under the current regimen ({e.current}).",
-        f"Probability that {e.metric} exceeds {e.high:g} fell to {e.risk:.0%}.",
+        f"{e.risk:.0%} probability that {e.metric} {condition} under the current regimen ({e.current}).",
+        f"Probability that {e.metric} {condition} fell to {e.risk:.0%}.",
     )
     if e.recommended is not None:
         s.condition(

@@ -3,7 +3,7 @@
 For metric values m_i with normalised weights w_i (last axis = particles):
 
     PTA  = Σ_i w_i · 1[low ≤ m_i ≤ high]
-    risk = Σ_i w_i · 1[m_i > toxic_above]
+    risk = Σ_i w_i · (1[m_i > toxic_above] + 1[m_i < toxic_below])   (either bound optional)
 
 and weighted quantiles by the inverse of the weighted empirical CDF.
 """
@@ -50,9 +50,10 @@ def attainment(values: Float[Array, "... N"], weights: Float[Array, " N"], targe
     ``levels=None`` skips the quantiles (a sort per row; empty quantile axis)."""
     inside = (values >= target.low) & (values <= target.high)
     pta = jnp.sum(jnp.where(inside, weights, 0.0), axis=-1)
-    if target.toxic_above is None:
-        risk = jnp.zeros_like(pta)
-    else:
-        risk = jnp.sum(jnp.where(values > target.toxic_above, weights, 0.0), axis=-1)
+    risk = jnp.zeros_like(pta)
+    if target.toxic_above is not None:
+        risk = risk + jnp.sum(jnp.where(values > target.toxic_above, weights, 0.0), axis=-1)
+    if target.toxic_below is not None:
+        risk = risk + jnp.sum(jnp.where(values < target.toxic_below, weights, 0.0), axis=-1)
     quantiles = jnp.zeros((*pta.shape, 0), values.dtype) if levels is None else weighted_quantiles(values, weights, levels)
     return Attainment(pta, risk, jnp.sum(values * weights, axis=-1), quantiles)

@@ -395,6 +395,10 @@ def _stepped_particle(model: Model, analyte: int, log_params, x0, t0, cache, tab
     predict = model.analytes[analyte].predict
 
     def one_candidate(table):
+        if hasattr(model.dynamics, "trajectory"):  # one solve over the horizon (ODE models)
+            states = model.dynamics.trajectory(params, cache, x0, t0, t0 + offsets[1:], table, F, lag)
+            return jnp.concatenate([predict(params, x0)[None], jax.vmap(lambda x: predict(params, x))(states)])
+
         def advance(carry, t1):
             x, t = carry
             x = model.dynamics.propagate(params, cache, x, t, t1, table, F, lag)

@@ -6,7 +6,7 @@ the model library's pure functions (:mod:`assimilation.models.exposure`), so a m
 own metric functions plug in the same way (:class:`WindowFunction`).
 
 A :class:`Target` is a metric with a therapeutic range and an optional toxicity threshold:
-PTA = P(low ≤ metric ≤ high), risk = P(metric > toxic_above).
+PTA = P(low ≤ metric ≤ high), risk = P(metric > toxic_above) + P(metric < toxic_below).
 
 Vancomycin (:data:`VANCOMYCIN_AUC24`): AUC24 400-600 mg·h/L, assuming MIC 1 mg/L by broth
 microdilution; AUC above 600 mg·h/L is the threshold associated with acute kidney injury.
@@ -24,7 +24,7 @@ from jaxtyping import Array, Float
 
 from assimilation.models import exposure
 
-__all__ = ["Metric", "AreaUnderCurve", "Trough", "Peak", "Nadir", "TimeInRange", "WindowFunction", "Target",
+__all__ = ["Metric", "AreaUnderCurve", "Trough", "Peak", "Nadir", "TimeInRange", "TimeInRangeBelowCeiling", "WindowFunction", "Target",
            "VANCOMYCIN_AUC24", "VANCOMYCIN_METRICS", "targets_from_model_module"]
 
 
@@ -100,6 +100,26 @@ class TimeInRange(NamedTuple):
         return exposure.fraction_of_time_in_range(times, values, self.low, self.high, start, start + self.window)
 
 
+class TimeInRangeBelowCeiling(NamedTuple):
+    """Time in range minus 1 if the value exceeds ``ceiling`` anywhere in the window:
+    m = TTR − 1[max > ceiling] ∈ [−1, 1]. So E[m] = E[TTR] − P(max > ceiling) (an expected
+    time in range with the excursion above the ceiling as a penalty of one full window),
+    P(m ≥ x) for x ≥ 0 is P(TTR ≥ x and never above the ceiling), P(m < 0) = P(above the
+    ceiling). For INR: range 2-3, ceiling 4."""
+
+    low: float
+    high: float
+    ceiling: float
+    window: float = 168.0
+    name: str = "time_in_range"
+    unit: str = "1"
+
+    def __call__(self, times, values, start):
+        ttr = exposure.fraction_of_time_in_range(times, values, self.low, self.high, start, start + self.window)
+        above = exposure.peak(times, values, start, start + self.window) > self.ceiling
+        return ttr - above.astype(ttr.dtype)
+
+
 class WindowFunction(NamedTuple):
     """Adapter for a model file's metric ``function(times, values, start, end)``."""
 
@@ -121,6 +141,8 @@ class Target(NamedTuple):
     toxic_above: float | None = None
     analyte: int | str = 0
     source: str = ""
+    toxic_below: float | None = None  # e.g. an ANC nadir below the grade 4 limit
+    risk_label: str = ""  # what the risk is the probability of, in words (default: "exceeds <toxic_above>")
 
 
 RYBAK_2020 = "Rybak MJ et al. Am J Health Syst Pharm 2020;77:835-864 (ASHP/IDSA/PIDS/SIDP), MIC 1 mg/L"

@@ -50,6 +50,7 @@ class Utility(NamedTuple):
     weights: tuple[float, ...] = (1.0, 0.5)
     toxicity_weight: float = 1.0
     tie: float = 1e-3
+    expected: bool = False  # score E[metric] in place of PTA: for metrics that are themselves a fraction (time in range)
 
 
 class Evaluation(NamedTuple):
@@ -79,8 +80,10 @@ class Recommendation(NamedTuple):
 
 
 def utility_of(result: Attainment, utility: Utility) -> Float[Array, "... C"]:
-    """U_c = Σ_w ω_w (PTA_cw − λ·risk_cw) / Σ_w ω_w."""
-    return _utility_jit(result.pta, result.risk, utility)
+    """U_c = Σ_w ω_w (PTA_cw − λ·risk_cw) / Σ_w ω_w, with E[m_cw] in place of PTA_cw when
+    ``utility.expected`` (a time-in-range metric: PTA = P(TTR ≥ x) is flat at 0 while the
+    INR cannot be back in range within the window, the expected TTR still ranks the doses)."""
+    return _utility_jit(result.mean if utility.expected else result.pta, result.risk, utility)
 
 
 @functools.partial(jax.jit, static_argnums=2)  # one fused call, not five eager ops per evaluation
@@ -217,5 +220,7 @@ def assessment_event(recommendation: Recommendation, time: float, target: Target
         pta, risk, median, current = rec.pta[window], rec.risk[window], rec.median[window], "none"
     else:
         pta, risk, median, current = rec.current_pta[window], rec.current_risk[window], rec.current_median[window], rec.current.describe()
+    conditions = ([f"exceeds {target.toxic_above:g}"] if target.toxic_above is not None else []) + (
+        [f"falls below {target.toxic_below:g}"] if target.toxic_below is not None else [])
     return AssessmentEvent(float(time), target.metric.name, target.low, target.high, pta, risk, median, current,
-                           rec.regimen.describe(), rec.pta[window], rec.gain, rec.record)
+                           rec.regimen.describe(), rec.pta[window], rec.gain, rec.record, target.risk_label or " or ".join(conditions))

@@ -66,11 +66,11 @@ class Regimen(NamedTuple):
         return out
 
     def describe(self) -> str:
-        text = f"{self.amount:g} mg q{self.interval:g}h over {self.duration:g} h"
+        text = f"{self.amount:g} mg q{self.interval:g}h" + (f" over {self.duration:g} h" if self.duration > 0 else "")
         if self.start > 0:
             text += f" from +{self.start:g} h"
         if self.loading_amount > 0:
-            text = f"load {self.loading_amount:g} mg over {self.first_duration:g} h, then " + text
+            text = f"load {self.loading_amount:g} mg" + (f" over {self.first_duration:g} h" if self.first_duration > 0 else "") + ", then " + text
         return text
 
 

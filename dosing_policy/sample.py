@@ -20,7 +20,7 @@ from jaxtyping import Array, Float
 from assimilation import Model
 from assimilation.parameters import prior_mean
 
-__all__ = ["PosteriorSample", "prior_sample", "from_particles", "normalised_weights", "effective_sample_size"]
+__all__ = ["PosteriorSample", "prior_sample", "from_particles", "normalised_weights", "effective_sample_size", "thinned"]
 
 
 class PosteriorSample(NamedTuple):
@@ -76,3 +76,18 @@ def from_particles(particles, dtype=jnp.float32) -> PosteriorSample:
         jnp.asarray(particles.log_params, dtype), jnp.asarray(particles.amounts, dtype),
         jnp.asarray(particles.log_weights, dtype), jnp.asarray(particles.time, dtype),
     )
+
+
+def thinned(sample: PosteriorSample, n: int, uniform: float = 0.5) -> PosteriorSample:
+    """``n`` equally weighted particles drawn by systematic resampling (positions (i + u)/n on
+    the weighted CDF, one fixed u so that a recommendation is reproducible). For searches whose
+    cost grows with N (ODE models): the decision's Monte Carlo error is O(1/√n), the cost O(n).
+    A sample with at most ``n`` particles is returned unchanged."""
+    N = sample.log_params.shape[0]
+    if N <= n:
+        return sample
+    weights = np.asarray(normalised_weights(sample.log_weights), np.float64)
+    index = np.minimum(np.searchsorted(np.cumsum(weights), (np.arange(n) + uniform) / n), N - 1)
+    dtype = sample.amounts.dtype
+    return PosteriorSample(jnp.asarray(np.asarray(sample.log_params)[index], dtype), jnp.asarray(np.asarray(sample.amounts)[index], dtype),
+                           jnp.full(n, -np.log(n), dtype), sample.time)

@@ -39,7 +39,7 @@ class SampleAdvice(NamedTuple):
 
 
 def drug_policy(model_name: str):
-    """(target, regimen space) of the drug a library model declares (``DRUG``), or None."""
+    """The :class:`dosing_policy.drugs.DrugPolicy` of the drug a library model declares (``DRUG``), or None."""
     from mipdstream.service.policy import DRUG_POLICIES
 
     if not model_name.isidentifier():
@@ -65,30 +65,30 @@ def advise(patient: PatientRecord, model_name: str, posterior: Posterior, regime
     """The most informative time for the next level in the coming 24 h, or why there is none.
 
     The regimen assumed is the one set for the patient, else the one its doses so far follow."""
-    from dosing_policy import Grid, Regimen, from_particles, suggest_sample_time
+    from dosing_policy import Regimen, from_particles, suggest_sample_time
     from mipdstream.service.policy import current_regimen
 
     policy = drug_policy(model_name)
     if policy is None:
         return f"no dosing policy for model {model_name!r}"
-    target, _ = policy
+    target, grid = policy.target, policy.grid
     sample = from_particles(particles(posterior))
     now_h = float(sample.time)
     history = list(history)
     if regimen is not None:
         first = patient.hours(regimen.start_s)
         offset = max(0.0, first - now_h) if first >= now_h else (first - now_h) % regimen.interval_h
-        step = Grid().step  # the policy's forecast grid: regimen times must lie on it
+        step = grid.step  # the policy's forecast grid: regimen times must lie on it
         on_grid = lambda h, least=0.0: max(least, round(h / step) * step)
         planned = Regimen(regimen.amount_mg, on_grid(regimen.interval_h, step), on_grid(regimen.duration_h),
                           on_grid(offset) % on_grid(regimen.interval_h, step))
     else:
-        planned = current_regimen(history, now_h)
+        planned = current_regimen(history, now_h, grid.step, policy.bolus)
     if planned is None:
         return "no regimen: set one, or record doses"
     try:
         with _lock:
-            suggestion = suggest_sample_time(posterior.model, sample, history, planned, target, WINDOW_H)
+            suggestion = suggest_sample_time(posterior.model, sample, history, planned, target, WINDOW_H, grid=grid)
     except ValueError as error:  # e.g. a regimen the policy's grid cannot represent
         return f"no suggestion: {error}"
     return SampleAdvice(suggestion.time, suggestion.metric, float(suggestion.reduction), planned.describe())

@@ -106,3 +106,22 @@ def test_modes_reconstruct_rate_matrix_for_3_compartments():
     K = jnp.array([[-1.5, 0.0, 0.0], [1.5, -0.4, 0.2], [0.0, 0.1, -0.2]])
     m = modes(K)
     np.testing.assert_allclose(m.vectors @ jnp.diag(m.rates) @ m.inverse, K, atol=1e-5)
+
+
+def test_ode_trajectory_in_one_pass_matches_the_exact_path_at_every_save_point():
+    """Save points before, inside and at the end of an infusion, at a bolus's lag-shifted
+    arrival (left limit: the bolus is not yet in) and between doses; t0 after the first dose."""
+    exact = _lagged_oral_model(LinearCompartments(2, _rates))
+    ode = _lagged_oral_model(OdeCompartments(2, lambda t, x, p: _rates(p) @ x, rtol=1e-9, atol=1e-9))
+    doses = [Dose(0.0, 400.0), Dose(6.0, 400.0), Dose(7.0, 200.0, "central", 1.5)]
+    times = np.array([2.0, 6.0, 6.75, 7.0, 7.5, 8.5, 9.0, 12.0, 24.0])
+    with jax.enable_x64(True):
+        log_params = jnp.log(jnp.asarray(exact.population.typical, jnp.float64))
+        table = dose_table_of(exact, doses, dtype=jnp.float64)
+        reference = np.asarray(amounts_at(exact, log_params, table, jnp.asarray(np.concatenate([[1.0], times]))))
+        params = ode.parameters(log_params)
+        F, lag = ode.dose_attributes(params, jnp.float64)
+        not_fresh = table._replace(fresh=jnp.zeros_like(table.fresh))  # the first dose is in the state at t0 = 1 h
+        ours = np.asarray(ode.dynamics.trajectory(params, (), jnp.asarray(reference[0]), 1.0, jnp.asarray(times), not_fresh, F, lag))
+    np.testing.assert_allclose(ours, reference[1:], rtol=1e-6, atol=1e-6)
+    assert ours[2, 0] == pytest.approx(reference[2, 0] * np.exp(-1.2 * 0.75), rel=1e-6)  # 6.75 h: the 6 h dose arrives at 6.75, not yet in

@@ -183,3 +183,75 @@ def test_a_checkpoint_from_before_a_covariate_change_is_not_restored(world):
     restarted.stop()
     assert_same_posterior(restarted.posterior("p1")[0], reference("p1", readings, doses, RENAL_FAILURE))
     assert restarted.metrics.rewinds.labels("recovery")._value.get() == 1
+
+
+def test_an_implausible_reading_raises_its_alert_from_the_batched_checks(world, tmp_path, monkeypatch):
+    """Two patients' new levels (each after a second dose that the check must carry the start
+    posterior through) arrive together: both are checked in one call, and only the level 30x
+    what the model predicts raises an implausible-reading alert."""
+    import dataclasses
+
+    import mipdstream.service.policy as policy
+    from mipdstream.config import Settings
+
+    calls = []
+
+    def counted(model, samples, histories, readings):
+        calls.append([len(r) for r in readings])
+        return check_patients(model, samples, histories, readings)
+
+    check_patients = policy.check_patients
+    monkeypatch.setattr(policy, "check_patients", counted)
+    db, store = world
+    settings = Settings(data_dir=tmp_path, filter_particles=FILTERS.n_particles, filter_seed=FILTERS.seed)
+    assimilator = Assimilator(db, store, FILTERS, Timing(reorder_window_s=0.0, batch_window_s=0.05),
+                              evaluator=policy.PolicyEvaluator(settings)).start()
+    events = {pid: stored_events(pid, 1.0) for pid in COVARIATES}
+    first = Batch([r for pid in events for r in events[pid][0][:4]], [events[pid][1][0] for pid in events])
+    store.write(first)
+    assimilator.submit(first)
+    wait_idle(assimilator)
+    outlier = dataclasses.replace(events["p1"][0][4], value=30 * events["p1"][0][4].value)
+    second = Batch([outlier, events["p2"][0][4]], [events[pid][1][1] for pid in events])  # at 14 h, after the 12 h doses
+    store.write(second)
+    assimilator.submit(second)
+    wait_idle(assimilator)
+    assimilator.stop()
+    assert calls == [[4, 4], [1, 1]]  # per batch, both patients' new readings in one call
+    implausible = {pid: [a for a in db.alerts(pid) if a.kind == "implausible_reading" and a.time_h == pytest.approx(14.0)]
+                   for pid in COVARIATES}
+    assert len(implausible["p1"]) == 1 and implausible["p2"] == []
+    details = implausible["p1"][0].details
+    assert details["tail_probability"] < 1e-3 and details["pit"] > 0.5 and details["provenance"]["model_id"] == MODEL
+
+
+def test_a_warfarin_patient_gets_a_daily_oral_dose_recommendation(tmp_path):
+    """The live policy for a non-AUC drug: a patient on 5 mg a day whose INR barely moves by
+    day 4 gets a recommendation of a higher once-daily oral dose (no infusion time), with the
+    numbers of the time-in-range target."""
+    import mipdstream.service.policy as policy
+    from mipdstream.config import Settings
+
+    db = ServiceDB(tmp_path / "service.sqlite")
+    store = SqliteStore(tmp_path / "store.sqlite")
+    db.add_patient(PatientRecord("w1", "warfarin_hamberg", {"CYP2C9": "*1/*1", "VKORC1": "G/A", "AGE": 60.0}, ORIGIN))
+    settings = Settings(data_dir=tmp_path, filter_particles=256, filter_seed=3)
+    assimilator = Assimilator(db, store, FilterSettings(n_particles=256, seed=3), Timing(reorder_window_s=0.0, batch_window_s=0.05),
+                              evaluator=policy.PolicyEvaluator(settings)).start()
+    doses = [StoredDose("w1", "box", f"d{k}", k, "warfarin", 5.0, "oral", ORIGIN + 86400 * k, ORIGIN + 86400 * k, duration_s=0.0)
+             for k in range(4)]
+    readings = [StoredReading("w1", "inr-meter", f"r{k}", k, "inr", value, "{INR}", ORIGIN + 3600 * t, ORIGIN + 3600 * t)
+                for k, (t, value) in enumerate(((48.0, 1.1), (72.0, 1.2), (90.0, 1.3)))]
+    batch = Batch(readings, doses)
+    store.write(batch)
+    assimilator.submit(batch)
+    wait_idle(assimilator, timeout=600)
+    assimilator.stop()
+    alerts = db.alerts("w1")
+    recommended = [a for a in alerts if a.kind == "recommendation_available"]
+    assert recommended, [a.kind for a in alerts]
+    regimen = recommended[-1].details["regimen"]
+    assert regimen["interval"] == 24.0 and regimen["duration"] == 0.0 and 5.0 < regimen["amount"] <= 15.0
+    assert recommended[-1].details["metric"] == "time_in_range"
+    store.close()
+    db.close()
