@@ -45,6 +45,11 @@ class DrugPolicy(NamedTuple):
     search_particles: int | None = None
 
     @property
+    def usual_interval(self) -> float:
+        """h: what a single dose so far is taken to repeat at (12 h for vancomycin)."""
+        return 12.0 if 12.0 in self.space.intervals else max(self.space.intervals)
+
+    @property
     def bolus(self) -> bool:
         """Doses are given at once (oral, bolus) rather than infused."""
         return 0.0 in self.space.durations

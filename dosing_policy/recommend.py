@@ -194,12 +194,18 @@ def recommend(model: Model, sample: PosteriorSample, history: Sequence[Dose] | D
     if not candidates:
         raise ValueError("no practical regimen in the search space")
     regimens = candidates + ([current] if current is not None else [])
-    ev = evaluate(model, sample, history, regimens, target, utility, grid, levels=None)  # scoring: no quantiles
+    # Linear models: score without quantiles (a sort per candidate), then evaluate the two shown
+    # regimens with them. ODE models: one pass with quantiles; their trajectories dominate the
+    # cost, and a second, differently shaped call would be a second compilation.
+    linear = is_linear(model)
+    ev = evaluate(model, sample, history, regimens, target, utility, grid, levels=None if linear else LEVELS)
     best = _best(candidates, np.asarray(ev.utility[: len(candidates)], np.float64), utility.tie)
-    shown = [candidates[best]] + ([current] if current is not None else [])
-    report = evaluate(model, sample, history, shown, target, utility, grid)  # the two reported regimens, with quantiles
-    u, pta, risk, median = (np.asarray(a, np.float64) for a in (report.utility, report.attainment.pta, report.attainment.risk,
-                                                                 report.attainment.quantiles[..., 1]))
+    shown = [best] + ([len(candidates)] if current is not None else [])
+    report = evaluate(model, sample, history, [regimens[i] for i in shown], target, utility, grid) if linear else None
+    pick = (lambda a: a) if linear else (lambda a: a[np.asarray(shown)])
+    source = report if linear else ev
+    u, pta, risk, median = (pick(np.asarray(a, np.float64)) for a in (source.utility, source.attainment.pta, source.attainment.risk,
+                                                                        source.attainment.quantiles[..., 1]))
     row = lambda a, i: tuple(float(v) for v in a[i])
     has = current is not None
     return Recommendation(

@@ -63,15 +63,18 @@ def model_drug(model_name: str) -> str | None:
     return getattr(importlib.import_module(f"assimilation.models.{model_name}"), "DRUG", None)
 
 
-def current_regimen(doses: list[Dose], now: float, step: float = Grid().step, bolus: bool = False) -> Regimen | None:
+def current_regimen(doses: list[Dose], now: float, step: float = Grid().step, bolus: bool = False,
+                    usual_interval: float = DEFAULT_INTERVAL_H, fixed_interval: bool = False) -> Regimen | None:
     """The regimen as it would continue: the last dose's amount and duration, repeated at
-    the last dosing interval (12 h after a single dose), times rounded to the forecast grid.
+    the last dosing interval (``usual_interval`` after a single dose), times rounded to the
+    forecast grid and the duration to the half hour (or the grid step if finer).
     ``bolus``: the drug is given at once (oral), so a dose without a duration stays one;
-    otherwise a missing duration is read as a 1 h infusion."""
+    otherwise a missing duration is read as a 1 h infusion. ``fixed_interval``: the drug has one
+    interval (warfarin once a day, docetaxel every 21 days), so late or early doses do not change it."""
     if not doses:
         return None
     last = doses[-1]
-    interval = last.time - doses[-2].time if len(doses) > 1 and last.time > doses[-2].time else DEFAULT_INTERVAL_H
+    interval = last.time - doses[-2].time if len(doses) > 1 and last.time > doses[-2].time and not fixed_interval else usual_interval
     interval = max(step, round(interval / step) * step)
     next_dose = last.time + interval
     while next_dose < now:
@@ -80,7 +83,8 @@ def current_regimen(doses: list[Dose], now: float, step: float = Grid().step, bo
     if bolus and float(last.duration) <= 0:
         duration = 0.0
     else:
-        duration = max(step, round((float(last.duration) or 1.0) / step) * step)
+        unit = min(step, 0.5)  # durations need not lie on the grid; a 1 h infusion stays 1 h on a 6 h grid
+        duration = max(unit, round((float(last.duration) or 1.0) / unit) * unit)
     return Regimen(float(last.amount), float(interval), duration, start=float(start))
 
 
@@ -309,7 +313,8 @@ class PolicyEvaluator:
         # regimen (the current one included) starts there. Besides being the moment a change
         # can take effect, a fixed start keeps the search's compiled shapes fixed.
         target, space, utility, grid, search_particles = drug_policy
-        current = current_regimen(doses, now_h, grid.step, drug_policy.bolus)
+        current = current_regimen(doses, now_h, grid.step, drug_policy.bolus, drug_policy.usual_interval,
+                                  len(space.intervals) == 1)
         decision = now_h + (current.start if current is not None else 0.0)
         sample = from_particles(particles(posterior))
         if search_particles is not None:

@@ -83,7 +83,7 @@ def advise(patient: PatientRecord, model_name: str, posterior: Posterior, regime
         planned = Regimen(regimen.amount_mg, on_grid(regimen.interval_h, step), on_grid(regimen.duration_h),
                           on_grid(offset) % on_grid(regimen.interval_h, step))
     else:
-        planned = current_regimen(history, now_h, grid.step, policy.bolus)
+        planned = current_regimen(history, now_h, grid.step, policy.bolus, policy.usual_interval, len(policy.space.intervals) == 1)
     if planned is None:
         return "no regimen: set one, or record doses"
     try:

@@ -36,7 +36,7 @@ def test_risk_below_the_range_counts_values_under_toxic_below():
 def test_oral_doses_stay_boluses_in_the_current_regimen():
     doses = [Dose(0.0, 5.0, 0, 0.0), Dose(24.0, 7.5, 0, 0.0)]
     assert current_regimen(doses, 30.0, 2.0, bolus=True) == Regimen(7.5, 24.0, 0.0, start=18.0)
-    assert current_regimen(doses, 30.0, 2.0, bolus=False).duration == 2.0  # an infusion without a recorded duration: 1 h, on the grid
+    assert current_regimen(doses, 30.0, 2.0, bolus=False).duration == 1.0  # an infusion without a recorded duration: 1 h
 
 
 def test_warfarin_search_is_practical_and_doses_the_sensitive_genotype_lower():
@@ -137,3 +137,13 @@ def test_a_risk_below_the_range_is_worded_as_such_in_the_toxicity_alert():
     assert len(toxicity) == 1 and "nadir falls below 0.5" in toxicity[0].reason and "exceeds" not in toxicity[0].reason
     vancomycin = assessment_event(rec._replace(risk=(0.4,)), 10.0, POLICIES["vancomycin"].target)
     assert vancomycin.risk_condition == "exceeds 600"
+
+
+def test_a_single_chemotherapy_dose_is_taken_to_repeat_at_the_cycle_length():
+    doses = [Dose(0.0, 120.0, 0, 1.0)]
+    regimen = current_regimen(doses, 100.0, DOCETAXEL.grid.step, DOCETAXEL.bolus, DOCETAXEL.usual_interval)
+    assert regimen == Regimen(120.0, 504.0, 1.0, start=402.0)  # next cycle at 504 h, on the 6 h grid; 1 h stays 1 h
+    assert (POLICIES["vancomycin"].usual_interval, WARFARIN.usual_interval) == (12.0, 24.0)
+    pills = [Dose(0.0, 5.0, 0, 0.0), Dose(28.0, 5.0, 0, 0.0)]  # a late evening dose
+    assert current_regimen(pills, 30.0, 2.0, True, 24.0, fixed_interval=True).interval == 24.0
+    assert current_regimen(pills, 30.0, 2.0, True, 24.0).interval == 28.0
