@@ -110,6 +110,10 @@ class Assimilator:
         self._lock = threading.Lock()  # guards _timelines for readers (API)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._writer: threading.Thread | None = None  # writes checkpoints (see checkpoint)
+        self._to_write = threading.Condition()
+        self._unwritten: dict[str, object] = {}  # patient id -> its newest snapshot not yet written
+        self._writer_closing = False
         self._last_checkpoint = time.monotonic()
         self._last_tick = time.monotonic()
         self.metrics.queue_depth.set_function(self._queue.qsize)
@@ -160,6 +164,8 @@ class Assimilator:
         if bind is not None:  # the evaluator may run slow work on its own thread and report later
             bind(self._emit)
         self.recover()
+        self._writer = threading.Thread(target=self._write_checkpoints, name="mipd-checkpoint", daemon=True)
+        self._writer.start()
         self._thread = threading.Thread(target=self._loop, name="mipd-assimilator", daemon=True)
         self._thread.start()
         return self
@@ -172,6 +178,12 @@ class Assimilator:
         close = getattr(self.evaluator, "close", None)
         if close is not None:
             close()
+        if self._writer is not None:  # the checkpoints already handed over are written first
+            with self._to_write:
+                self._writer_closing = True
+                self._to_write.notify()
+            self._writer.join()
+            self._writer = None
         self.checkpoint()
 
     def queue_depth(self) -> int:
@@ -441,15 +453,41 @@ class Assimilator:
                 self.reconfigure(record.patient_id)
 
     def checkpoint(self) -> None:
-        """Persist the current posterior of every patient that changed since the last call."""
+        """Persist the current posterior of every patient that changed since the last call.
+
+        Posteriors are immutable, so only references are taken here; serialising them (~130 KiB
+        each) and the database write happen on the checkpoint thread while it runs (they stalled
+        the assimilation loop for seconds at 10,000 patients). A patient's newer snapshot
+        replaces one still waiting to be written, so a slow disk costs at most one pending
+        posterior per patient. Without the thread (before start, after stop) they happen here."""
         with self._lock:
             dirty, self._dirty = self._dirty, set()
-            checkpoints = [
-                Checkpoint(pid, self._timelines[pid].current.time, self._timelines[pid].current.n_events,
-                           to_bytes(self._timelines[pid].current.posterior))
-                for pid in sorted(dirty)
-            ]
-        if checkpoints:
-            self.db.save_checkpoints(checkpoints, writer=self.name)
-            self.metrics.checkpoints.inc(len(checkpoints))
+            snapshot = {pid: self._timelines[pid].current for pid in dirty}
+        if snapshot:
+            if self._writer is not None:
+                with self._to_write:
+                    self._unwritten.update(snapshot)
+                    self._to_write.notify()
+            else:
+                self._save(sorted(snapshot.items()))
         self._last_checkpoint = time.monotonic()
+
+    def _save(self, snapshot) -> None:
+        checkpoints = [Checkpoint(pid, start.time, start.n_events, to_bytes(start.posterior)) for pid, start in snapshot]
+        self.db.save_checkpoints(checkpoints, writer=self.name)
+        self.metrics.checkpoints.inc(len(checkpoints))
+
+    def _write_checkpoints(self) -> None:
+        while True:
+            with self._to_write:
+                while not self._unwritten and not self._writer_closing:
+                    self._to_write.wait()
+                if not self._unwritten:
+                    return
+                snapshot, self._unwritten = sorted(self._unwritten.items()), {}
+            try:
+                self._save(snapshot)
+            except Exception:  # a failed write loses no event (they are in the store); the next one retries
+                log.exception("checkpoint write failed")
+                with self._lock:
+                    self._dirty.update(pid for pid, _ in snapshot)

@@ -255,3 +255,30 @@ def test_a_warfarin_patient_gets_a_daily_oral_dose_recommendation(tmp_path):
     assert recommended[-1].details["metric"] == "time_in_range"
     store.close()
     db.close()
+
+
+def test_checkpoints_are_written_off_the_assimilation_thread_and_flushed_on_stop(world, monkeypatch):
+    import threading
+
+    db, store = world
+    writers = []
+    save = db.save_checkpoints
+    monkeypatch.setattr(db, "save_checkpoints", lambda cps, writer="": (writers.append((threading.current_thread().name,
+                                                                                        [c.patient_id for c in cps])),
+                                                                       save(cps, writer)))
+    assimilator = Assimilator(db, store, FILTERS, Timing(reorder_window_s=0.0, batch_window_s=0.05, checkpoint_interval_s=0.2)).start()
+    readings, doses = stored_events("p1", 1.0)
+    first = Batch(readings[:4], doses[:1])
+    store.write(first)
+    assimilator.submit(first)
+    wait_idle(assimilator)
+    deadline = time.time() + 10
+    while db.checkpoint("p1") is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert db.checkpoint("p1") is not None and writers[0] == ("mipd-checkpoint", ["p1"])  # written while running
+    second = Batch(readings[4:], doses[1:])
+    store.write(second)
+    assimilator.submit(second)
+    wait_idle(assimilator)
+    assimilator.stop()
+    assert db.checkpoint("p1").n_events == len(readings) + len(doses)  # the last state is saved by stop()
