@@ -336,14 +336,18 @@ def choose(model, log_params, log_weights, doses_per_patient, tau: float, covari
     return out
 
 
-def resampled(log_params: np.ndarray, log_weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Systematic resampling of each patient's particles to n equally weighted ones."""
-    P, N, _ = log_params.shape
+def resample_indices(log_weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """(P, n) indices of a systematic resampling of each patient's particles (P, N) to n."""
+    P, N = log_weights.shape
     w = np.exp(log_weights - log_weights.max(axis=1, keepdims=True))
     cdf = np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1)
     u = (rng.random((P, 1)) + np.arange(n)[None]) / n
-    idx = np.minimum(np.stack([np.searchsorted(cdf[i], u[i]) for i in range(P)]), N - 1)
-    return np.take_along_axis(log_params, idx[..., None], axis=1)
+    return np.minimum(np.stack([np.searchsorted(cdf[i], u[i]) for i in range(P)]), N - 1)
+
+
+def resampled(log_params: np.ndarray, log_weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Systematic resampling of each patient's particles to n equally weighted ones."""
+    return np.take_along_axis(log_params, resample_indices(log_weights, n, rng)[..., None], axis=1)
 
 
 def materialise(regimen: Regimen, now: float, until: float) -> list[Dose]:

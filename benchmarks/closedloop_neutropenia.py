@@ -65,7 +65,7 @@ from assimilation.events import Reading  # noqa: E402
 from assimilation.online import init, update  # noqa: E402
 from assimilation.parameters import prior_mean  # noqa: E402
 from assimilation.models.docetaxel_friberg import GRADE_4_ANC  # noqa: E402
-from benchmarks.closedloop import resampled, run_arms, wilson  # noqa: E402
+from benchmarks.closedloop import resample_indices, run_arms, wilson  # noqa: E402
 
 MODEL = "docetaxel_friberg"
 ARMS = ("bsa", "label_rule", "filter")
@@ -241,8 +241,7 @@ def run_arm(arm: str, cohort: Cohort, seed: int, n_particles: int, decision_part
         lp = np.asarray(posterior.state.log_params)[:P]
         lw = np.asarray(posterior.state.log_weights)[:P]
         x = np.asarray(posterior.state.amounts)[:P]
-        ramp = np.broadcast_to(np.arange(lp.shape[1], dtype=float)[None, :, None], (P, lp.shape[1], 1))
-        idx = resampled(ramp, lw, decision_particles, rng)[..., 0].astype(int)
+        idx = resample_indices(lw, decision_particles, rng)
         utility = np.asarray(_decide_jit(model, RISK_WEIGHT)(
             jnp.asarray(np.take_along_axis(lp, idx[..., None], 1), jnp.float32),
             jnp.asarray(np.take_along_axis(x, idx[..., None], 1), jnp.float32), jnp.asarray(allowed)), np.float64)
@@ -250,7 +249,7 @@ def run_arm(arm: str, cohort: Cohort, seed: int, n_particles: int, decision_part
         doses[:, c + 1:] = np.asarray(CANDIDATES)[best][:, None]
         log(f"    {arm} cycle {c + 2}: update + decision {time.perf_counter() - start:.1f} s, "
             f"median dose {np.median(doses[:, c + 1] / cohort.bsa):.0f} mg/m2")
-    readings += len(reading_times(0)) * (arm != "bsa")  # the last cycle's readings are taken too (not acted on here)
+    readings += len(reading_times(0))  # the last cycle's readings are taken too (not acted on here)
     return ArmResult(true_anc(model, cohort.truth_log_params, doses), doses, readings)
 
 

@@ -64,7 +64,7 @@ from assimilation.events import Reading  # noqa: E402
 from assimilation.online import init, update  # noqa: E402
 from assimilation.parameters import prior_mean  # noqa: E402
 from assimilation.models import exposure  # noqa: E402
-from benchmarks.closedloop import resampled, run_arms, wilson  # noqa: E402
+from benchmarks.closedloop import resample_indices, run_arms, wilson  # noqa: E402
 from device_simulators.covariates import sample_ward_patient  # noqa: E402
 
 MODEL = "warfarin_hamberg"
@@ -248,7 +248,7 @@ def run_arm(arm: str, cohort: Cohort, seed: int, n_particles: int, decision_part
         lp = np.asarray(posterior.state.log_params)[:P]
         lw = np.asarray(posterior.state.log_weights)[:P]
         x = np.asarray(posterior.state.amounts)[:P]
-        idx = _resample_index(lw, decision_particles, rng)
+        idx = resample_indices(lw, decision_particles, rng)
         lead = READ_BEFORE_DOSE if day > 0 else 0.0
         utility = np.asarray(_decide_jit(model, lead, RISK_WEIGHT)(
             jnp.asarray(np.take_along_axis(lp, idx[..., None], 1), jnp.float32),
@@ -258,13 +258,6 @@ def run_arm(arm: str, cohort: Cohort, seed: int, n_particles: int, decision_part
         given_until = day
         log(f"    {arm} day {day}: update + decision {time.perf_counter() - start:.1f} s, median dose {np.median(doses[:, day]):g} mg")
     return ArmResult(true_inr(model, cohort.truth_log_params, doses), doses, readings)
-
-
-def _resample_index(log_weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """(P, n) systematic resampling indices, the same scheme as benchmarks.closedloop.resampled."""
-    P, N = log_weights.shape
-    ramp = np.broadcast_to(np.arange(N, dtype=float)[None, :, None], (P, N, 1))
-    return resampled(ramp, log_weights, n, rng)[..., 0].astype(int)
 
 
 # ----------------------------------------------------------------------------- report
