@@ -9,7 +9,9 @@ log-normal error):
     h̄ₐ = s²ₐ (h̄/s² + g(y)/R);   hᵢᵃ = h̄ₐ + sqrt(s²ₐ/s²) (hᵢ − h̄)
     uᵢ ← uᵢ + Cov(u, h)/s² · (hᵢᵃ − hᵢ)          for u = (log θ, amounts)
 
-R is evaluated at the ensemble-mean prediction. A censored reading (below LLOQ) is treated as
+R is evaluated at the ensemble-mean prediction. With inter-occasion variability the members'
+κ are redrawn from N(0, σ²) when a dose opens an occasion (the only random numbers after
+initialisation). A censored reading (below LLOQ) is treated as
 a reading of LLOQ/2 with the extra variance LLOQ²/12 of a uniform on [0, LLOQ] (an
 approximation; the particle filter uses the exact censored likelihood).
 """
@@ -26,8 +28,8 @@ import numpy as np
 from .events import Steps
 from .model import Model
 from .residuals import LogNormal
-from .particle_filter import (  # same state layout, prior and prediction as the particle filter
-    Forecast, ParticleState, _prepare, advance, forecast, initial_state,
+from .particle_filter import (  # same state layout, prior, occasions and prediction as the particle filter
+    Forecast, ParticleState, _prepare, advance, forecast, initial_state, renew_occasions, step_occasion_starts,
 )
 from .simulate import predict_readings
 
@@ -60,7 +62,7 @@ def _adjust_one(model: Model, state: ParticleState, step: Steps) -> ParticleStat
     options = [on_scale(i) for i in range(len(model.analytes))]
     h, y, R = (jnp.stack([o[j] for o in options])[step.reading_analyte] for j in range(3))
 
-    free = jnp.asarray(model.population.random_mask(), state.log_params.dtype)
+    free = jnp.asarray(model.random_mask(), state.log_params.dtype)
     log_params = state.log_params
     u = jnp.concatenate([log_params, moved], axis=1)
     h_mean, s2 = jnp.mean(h), jnp.var(h)
@@ -102,8 +104,11 @@ def _adjust_jit(model: Model, inflation: float):
 
 def update(model: Model, options: Options, state: ParticleState, steps: Steps) -> ParticleState:
     kernel = _adjust_jit(model, float(options.inflation))
+    starts = step_occasion_starts(model, state, steps)
     for s in range(steps.dose_valid.shape[1]):
         step = steps.step(s)
         if step.dose_valid.any() or step.reading_valid.any():
             state = kernel(state, Steps(*map(jnp.asarray, step)))
+            if starts is not None:  # a new occasion: members' κ redrawn from N(0, σ²)
+                state = renew_occasions(model, state, np.flatnonzero(starts[:, s]))
     return state

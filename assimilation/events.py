@@ -64,15 +64,17 @@ def sort_events(events: Sequence) -> list:
     return sorted(events, key=lambda e: (float(e.time), 0 if isinstance(e, Reading) else 1))
 
 
-def _steps_of(events) -> list[tuple]:
+def _steps_of(events, pair: bool = True) -> list[tuple]:
+    """(dose, reading) pairs; ``pair=False`` gives every dose a step of its own (IOV models:
+    a new occasion's κ is drawn between the dose step and the reading)."""
     steps, pending = [], []
     for event in sort_events(events):
         if isinstance(event, Dose):
             pending.append(event)
         else:
-            for dose in pending[:-1]:
-                steps.append((dose, None))
-            steps.append((pending[-1] if pending else None, event))
+            paired = pending[-1] if pending and pair else None
+            steps.extend((dose, None) for dose in (pending[:-1] if paired is not None else pending))
+            steps.append((paired, event))
             pending = []
     steps.extend((dose, None) for dose in pending)
     return steps
@@ -80,7 +82,8 @@ def _steps_of(events) -> list[tuple]:
 
 def pack_events(model, events_per_patient: Sequence[Sequence], n_rows: int, dtype=np.float32, min_steps: int = 1) -> Steps:
     """Pack events into (n_rows, S) arrays; rows past len(events_per_patient) are padding."""
-    per_patient = [_steps_of(events) for events in events_per_patient]
+    pair = getattr(model, "occasions", None) is None
+    per_patient = [_steps_of(events, pair) for events in events_per_patient]
     n_steps = bucket(max([len(s) for s in per_patient] + [1]), min_steps)
     shape = (n_rows, n_steps)
     out = Steps(

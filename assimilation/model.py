@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
-from .parameters import Population
+from .occasions import Occasions
+from .parameters import Population, prior_mean
 from .residuals import ResidualError
 from .structure import Dynamics
 
@@ -58,6 +60,8 @@ class Model:
         bioavailability: ``params -> F`` per compartment, shape (n,); default all ones.
         lag_time: ``params -> lag`` per compartment in h, shape (n,); default zeros.
         dose_compartment: default target of doses given without a compartment.
+        occasions: optional inter-occasion variability (:class:`Occasions`); its κ follow the
+            population parameters in the log-parameter vector.
 
     Hashing is by identity, so a Model can be a static argument of ``jax.jit``.
     """
@@ -70,19 +74,62 @@ class Model:
     bioavailability: Optional[Callable[[dict], Float[Array, " n"]]] = None
     lag_time: Optional[Callable[[dict], Float[Array, " n"]]] = None
     dose_compartment: int = 0
+    occasions: Optional[Occasions] = None
+
+    def __post_init__(self):
+        if self.occasions is not None:
+            unknown = [name for name, _ in self.occasions.variability if name not in self.population.names]
+            if unknown:
+                raise ValueError(f"model {self.name!r}: occasions name unknown parameters {unknown}")
 
     @property
     def n_compartments(self) -> int:
         return len(self.compartments)
 
     @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """Entries of the log-parameter vector: the population's, then each occasion κ."""
+        return self.population.names + (self.occasions.names if self.occasions is not None else ())
+
+    @property
     def n_parameters(self) -> int:
-        return self.population.n_parameters
+        return len(self.parameter_names)
 
     def parameters(self, log_params: Float[Array, " p"]) -> dict:
-        """Natural-scale parameter dict for one particle from its log-parameter vector."""
+        """Natural-scale parameter dict for one particle from its log-parameter vector
+        (with IOV: θ_j = exp(log θ_j + κ_j) for the current occasion)."""
+        log_params = jnp.asarray(log_params)
+        if self.occasions is not None:
+            p = self.population.n_parameters
+            log_params = log_params[:p].at[self._kappa_targets].add(log_params[p:])
         values = jnp.exp(log_params)
         return {name: values[i] for i, name in enumerate(self.population.names)}
+
+    @property
+    def _kappa_targets(self) -> np.ndarray:
+        return np.array([self.population.index(name) for name, _ in self.occasions.variability], np.int32)
+
+    @property
+    def kappa_slice(self) -> slice:
+        """Where the occasion κ sit in the log-parameter vector (empty without IOV)."""
+        return slice(self.population.n_parameters, self.n_parameters)
+
+    def prior_mean(self, covariates: dict) -> Float[np.ndarray, " p"]:
+        """Prior mean of the log-parameter vector: log θ_typical + covariate shift, κ = 0."""
+        return np.concatenate([prior_mean(self.population, covariates), np.zeros(self.n_parameters - self.population.n_parameters)])
+
+    def prior_sqrt(self) -> Float[np.ndarray, "p p"]:
+        """L with L Lᵀ = prior covariance of the log-parameter vector: blockdiag(Ω, diag(σ²))."""
+        p, size = self.population.n_parameters, self.n_parameters
+        root = np.zeros((size, size))
+        root[:p, :p] = self.population.omega_sqrt()
+        if self.occasions is not None:
+            root[p:, p:] = np.diag(self.occasions.sd)
+        return root
+
+    def random_mask(self) -> np.ndarray:
+        """True for entries that vary between patients or occasions (never jittered otherwise)."""
+        return np.concatenate([self.population.random_mask(), np.ones(self.n_parameters - self.population.n_parameters, bool)])
 
     def dose_attributes(self, params: dict, dtype=jnp.float32):
         n = self.n_compartments

@@ -25,7 +25,8 @@ from . import ensemble_kalman, map_estimator, particle_filter
 from .dosing import Dose, DoseTable
 from .events import Reading, bucket, pack_events
 from .model import Model, load_model
-from .parameters import as_covariate_list, prior_mean
+from .occasions import last_dose_times, occasion_starts
+from .parameters import as_covariate_list
 from .particle_filter import Forecast
 
 __all__ = ["Posterior", "PatientParticles", "init", "update", "predict", "particles", "to_bytes", "from_bytes", "METHODS"]
@@ -83,7 +84,10 @@ def init(
     opts = module.Options(n_particles=n_particles, **options)
     patients = as_covariate_list(covariates)
     n_rows = bucket(len(patients))
-    means = np.stack([prior_mean(model.population, c) for c in patients])
+    if method == "map" and model.occasions is not None:
+        raise ValueError(f"model {model.name!r} has inter-occasion variability, which method 'map' does not estimate "
+                         "(it would need one κ per occasion in the fit); use 'pf' or 'enkf'")
+    means = np.stack([model.prior_mean(c) for c in patients])
     means = np.concatenate([means, np.repeat(means[:1], n_rows - len(patients), axis=0)])
     state = module.initial_state(model, opts, means, _patient_keys(key, n_rows, len(patients)), time)
     return Posterior(method, model, opts, state, len(patients), tuple(patients))
@@ -166,18 +170,58 @@ def predict(
         raise ValueError("cannot predict before the posterior's time; replay from the start instead")
     padded = np.concatenate([times, np.repeat(times[:1], n_rows - posterior.n_patients, axis=0)])
     module = METHODS[posterior.method]
+    table = _regimen_table(posterior, regimen)
+    grid, renew, keep = _occasion_grid(posterior, padded, table)
+    extra = {} if renew is None else {"renew": jnp.asarray(renew)}
     result = module.forecast(
-        posterior.model, posterior.state, jnp.asarray(padded), _regimen_table(posterior, regimen),
-        posterior.model.analyte_index(analyte), observation_noise, levels, posterior.options,
+        posterior.model, posterior.state, jnp.asarray(grid), table,
+        posterior.model.analyte_index(analyte), observation_noise, levels, posterior.options, **extra,
     )
     k = posterior.n_patients
-    return Forecast(result.times[:k], result.mean[:k], result.levels, result.quantiles[:k], result.samples[:k])
+    mean, quantiles, samples = result.mean[:k], result.quantiles[:k], result.samples[:k]
+    if keep is not None:  # drop the occasion boundaries added to the grid
+        columns = keep[:k]
+        mean = np.take_along_axis(np.asarray(mean), columns, 1)
+        quantiles = np.take_along_axis(np.asarray(quantiles), columns[:, None, :], 2)
+        samples = np.take_along_axis(np.asarray(samples), columns[:, None, :], 2)
+    return Forecast(jnp.asarray(times), mean, result.levels, quantiles, samples)
+
+
+def _occasion_grid(posterior: Posterior, times: np.ndarray, table: DoseTable):
+    """For an IOV model whose ``regimen`` opens occasions: the forecast grid with each opening
+    dose's time merged in (after any forecast time equal to it, so forecasts at a dose time stay
+    left limits of the old occasion), the renewal flags, and per row the columns to keep.
+    Returns (times, None, None) when nothing opens."""
+    occasions = posterior.model.occasions
+    if occasions is None:
+        return times, None, None
+    state = posterior.state
+    previous = last_dose_times(np.asarray(state.doses.time), np.asarray(state.doses.amount))
+    amount, dose_time = np.asarray(table.amount), np.asarray(table.time, np.float64)
+    order = np.argsort(np.where(amount > 0, dose_time, np.inf), axis=1, kind="stable")
+    amount, dose_time = np.take_along_axis(amount, order, 1), np.take_along_axis(dose_time, order, 1)
+    opens = occasion_starts(occasions, previous, amount > 0, dose_time, amount)
+    if not opens.any():
+        return times, None, None
+    width = int(opens.sum(1).max())
+    boundaries = np.repeat(times[:, -1:].astype(np.float64), width, axis=1)
+    flags = np.zeros(boundaries.shape, bool)
+    for i in np.flatnonzero(opens.any(1)):
+        opened = dose_time[i, opens[i]]
+        boundaries[i, : opened.size], flags[i, : opened.size] = opened, True
+    merged = np.concatenate([times.astype(np.float64), boundaries], axis=1)
+    is_boundary = np.concatenate([np.zeros(times.shape, bool), np.ones(boundaries.shape, bool)], axis=1)
+    order = np.lexsort((is_boundary, merged), axis=1)
+    renew = np.take_along_axis(np.concatenate([np.zeros(times.shape, bool), flags], axis=1), order, 1)
+    keep = np.argsort(np.take_along_axis(is_boundary, order, 1), axis=1, kind="stable")[:, : times.shape[1]]
+    return np.take_along_axis(merged, order, 1).astype(times.dtype), renew, keep
 
 
 class PatientParticles(NamedTuple):
     """One patient's weighted sample of the posterior (stable public accessor).
 
-    log_params: (N, p) log θ in the order of ``model.population.names``;
+    log_params: (N, p) log θ in the order of ``model.parameter_names`` (population parameters,
+    then the current occasion's κ for a model with inter-occasion variability);
     amounts: (N, n) compartment amounts (mg) at ``time``, left limits;
     log_weights: (N,) normalised log-weights (equal for EnKF members and MAP-Laplace draws);
     time: the posterior's time in h (that of the last assimilated event).

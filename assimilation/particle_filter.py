@@ -25,6 +25,7 @@ from jaxtyping import Array, Bool, Float, Int
 from .dosing import DoseTable, concatenate_tables, empty_dose_table, record_dose, still_delivering
 from .events import Steps, bucket
 from .model import Model
+from .occasions import draw_kappa, last_dose_times, occasion_starts
 from .resampling import effective_sample_size, liu_west_move, normalize, systematic_resample, weighted_quantiles
 from .simulate import predict_readings
 
@@ -71,7 +72,7 @@ def _prepare(model: Model, log_params):
 @functools.lru_cache(maxsize=None)
 def _prior_draw_jit(model: Model, n_particles: int, dtype: str):
     """Jitted (prior means (P, p), keys (P, 2)) -> (log θ (P, N, p), cache); one compile per shape."""
-    root = np.asarray(model.population.omega_sqrt(), dtype)  # numpy: a constant, not a tracer, if first built under a trace
+    root = np.asarray(model.prior_sqrt(), dtype)  # numpy: a constant, not a tracer, if first built under a trace
 
     def one(mean, key):
         _, draw = jax.random.split(key)
@@ -193,7 +194,7 @@ def assimilate(model: Model, state: ParticleState, step: Steps):
 def _resample_one(model: Model, options: Options, state: ParticleState) -> ParticleState:
     key, pick, jitter = jax.random.split(state.key, 3)
     ancestors = systematic_resample(state.log_weights, jax.random.uniform(pick, (), state.log_weights.dtype))
-    free = jnp.asarray(model.population.random_mask(), state.log_params.dtype)
+    free = jnp.asarray(model.random_mask(), state.log_params.dtype)
     log_params = liu_west_move(jitter, state.log_params, state.log_weights, ancestors, options.discount, free)
     n = state.log_weights.shape[0]
     return state._replace(
@@ -206,34 +207,72 @@ def _resample_one(model: Model, options: Options, state: ParticleState) -> Parti
     )
 
 
-@functools.lru_cache(maxsize=None)
-def _resample_jit(model: Model, options: Options):
-    one = jax.vmap(functools.partial(_resample_one, model, options))
+def _renew_one(model: Model, state: ParticleState) -> ParticleState:
+    """A new occasion: every particle's κ drawn afresh from N(0, σ²); η and weights kept."""
+    key, draw = jax.random.split(state.key)
+    n = state.log_params.shape[0]
+    log_params = state.log_params.at[:, model.kappa_slice].set(draw_kappa(model.occasions, draw, n, state.log_params.dtype))
+    return state._replace(log_params=log_params, cache=_prepare(model, log_params), key=key)
+
+
+def _gathered(one):
+    """Apply a one-patient state map to the rows given (rows == P are padding: gathered with
+    clipping, dropped on scatter), leaving the other rows untouched."""
+    many = jax.vmap(one)
 
     def gathered(state: ParticleState, rows: Int[Array, " R"]) -> ParticleState:
-        # rows == P (out of range) are padding: gathered with clipping, dropped on scatter.
         subset = jax.tree.map(lambda a: jnp.take(a, rows, axis=0, mode="clip"), state)
-        moved = one(subset)
-        return jax.tree.map(lambda a, b: a.at[rows].set(b, mode="drop"), state, moved)
+        return jax.tree.map(lambda a, b: a.at[rows].set(b, mode="drop"), state, many(subset))
 
     return jax.jit(gathered)
+
+
+@functools.lru_cache(maxsize=None)
+def _resample_jit(model: Model, options: Options):
+    return _gathered(functools.partial(_resample_one, model, options))
+
+
+@functools.lru_cache(maxsize=None)
+def _renew_jit(model: Model):
+    return _gathered(functools.partial(_renew_one, model))
+
+
+def _padded_rows(rows: np.ndarray, n_rows: int):
+    # 8, 32, 128, ... rows or all of them: few distinct shapes per batch size, so few
+    # compilations (each costs seconds; a live service meets every combination sooner or later)
+    padded = np.full(min(bucket(len(rows), 8, factor=4), n_rows), n_rows, np.int32)
+    padded[: len(rows)] = rows
+    return jnp.asarray(padded)
 
 
 def resample(model: Model, options: Options, state: ParticleState, rows: np.ndarray) -> ParticleState:
     """Resample + Liu–West move the patients in ``rows`` only (padded to a power of two)."""
     if len(rows) == 0:
         return state
-    n_rows = state.time.shape[0]
-    # 8, 32, 128, ... rows or all of them: few distinct shapes per batch size, so few
-    # compilations (each costs seconds; a live service meets every combination sooner or later)
-    padded = np.full(min(bucket(len(rows), 8, factor=4), n_rows), n_rows, np.int32)
-    padded[: len(rows)] = rows
-    return _resample_jit(model, options)(state, jnp.asarray(padded))
+    return _resample_jit(model, options)(state, _padded_rows(rows, state.time.shape[0]))
+
+
+def renew_occasions(model: Model, state: ParticleState, rows: np.ndarray) -> ParticleState:
+    """Start a new occasion (fresh κ) for the patients in ``rows``; the state must be at the
+    occasion's first dose (its left limit), so that the drug given from then on sees the new κ."""
+    if len(rows) == 0:
+        return state
+    return _renew_jit(model)(state, _padded_rows(rows, state.time.shape[0]))
+
+
+def step_occasion_starts(model: Model, state: ParticleState, steps: Steps) -> np.ndarray | None:
+    """(P, S) which packed dose steps open an occasion; None for a model without IOV."""
+    if model.occasions is None:
+        return None
+    previous = last_dose_times(np.asarray(state.doses.time), np.asarray(state.doses.amount))
+    return occasion_starts(model.occasions, previous, np.asarray(steps.dose_valid), np.asarray(steps.dose_time), np.asarray(steps.dose_amount))
 
 
 def update(model: Model, options: Options, state: ParticleState, steps: Steps) -> ParticleState:
-    """Assimilate packed steps (P, S) step by step, resampling where ESS < threshold · N."""
+    """Assimilate packed steps (P, S) step by step, resampling where ESS < threshold · N and
+    drawing new κ where a dose opens an occasion (IOV models pack such doses as steps of their own)."""
     limit = options.threshold * options.n_particles
+    starts = step_occasion_starts(model, state, steps)
     for s in range(steps.dose_valid.shape[1]):
         step = steps.step(s)
         if not (step.dose_valid.any() or step.reading_valid.any()):
@@ -241,22 +280,32 @@ def update(model: Model, options: Options, state: ParticleState, steps: Steps) -
         state, ess = assimilate(model, state, step)
         rows = np.flatnonzero((np.asarray(ess) < limit) & step.reading_valid)
         state = resample(model, options, state, rows)
+        if starts is not None:
+            state = renew_occasions(model, state, np.flatnonzero(starts[:, s]))
     return state
 
 
 # ----------------------------------------------------------------------------- prediction
 
 
-def _forecast_one(model: Model, state: ParticleState, times, regimen: DoseTable, analyte: int, noise: bool, levels):
+def _forecast_one(model: Model, state: ParticleState, times, renew, regimen: DoseTable, analyte: int, noise: bool, levels):
     doses = concatenate_tables(state.doses, regimen)
+    renew_key = jax.random.fold_in(state.key, 3)
 
-    def advance(carry, t1):
-        x, t0, table = carry
-        x = propagate_particles(model, state.log_params, state.cache, x, t0, t1, table)
-        f = jax.vmap(lambda lp, xi: predict_readings(model, model.parameters(lp), xi)[analyte])(state.log_params, x)
-        return (x, t1, table._replace(fresh=jnp.zeros_like(table.fresh))), f
+    def advance(carry, inputs):
+        x, t0, table, log_params, cache = carry
+        t1, renew_here, k = inputs
+        x = propagate_particles(model, log_params, cache, x, t0, t1, table)
+        f = jax.vmap(lambda lp, xi: predict_readings(model, model.parameters(lp), xi)[analyte])(log_params, x)
+        if model.occasions is not None:  # an occasion opens at t1: κ drawn afresh after the left limit
+            kappa = draw_kappa(model.occasions, jax.random.fold_in(renew_key, k), log_params.shape[0], log_params.dtype)
+            renewed = log_params.at[:, model.kappa_slice].set(kappa)
+            log_params = jnp.where(renew_here, renewed, log_params)
+            cache = jax.tree.map(lambda a, b: jnp.where(renew_here, a, b), _prepare(model, renewed), cache)
+        return (x, t1, table._replace(fresh=jnp.zeros_like(table.fresh)), log_params, cache), f
 
-    _, f = jax.lax.scan(advance, (state.amounts, state.time, doses), times)  # (T, N)
+    inputs = (times, renew, jnp.arange(times.shape[0]))
+    _, f = jax.lax.scan(advance, (state.amounts, state.time, doses, state.log_params, state.cache), inputs)  # (T, N)
     if noise:  # predictive distribution of a reading, not of the true concentration
         draws = jax.random.normal(jax.random.fold_in(state.key, 1), f.shape, f.dtype)
         f = model.analytes[analyte].error.sample(draws, f)
@@ -269,11 +318,17 @@ def _forecast_one(model: Model, state: ParticleState, times, regimen: DoseTable,
 
 @functools.lru_cache(maxsize=None)
 def _forecast_jit(model: Model, analyte: int, noise: bool):
-    return jax.jit(jax.vmap(lambda s, t, r, l: _forecast_one(model, s, t, r, analyte, noise, l), in_axes=(0, 0, 0, None)))
+    one = lambda s, t, n, r, l: _forecast_one(model, s, t, n, r, analyte, noise, l)  # noqa: E731
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, None)))
 
 
-def forecast(model: Model, state: ParticleState, times, regimen: DoseTable, analyte: int, noise: bool, levels, options=None) -> Forecast:
-    """Weighted predictive mean/quantiles and N equally weighted samples at ``times`` (P, T)."""
+def forecast(model: Model, state: ParticleState, times, regimen: DoseTable, analyte: int, noise: bool, levels, options=None,
+             renew=None) -> Forecast:
+    """Weighted predictive mean/quantiles and N equally weighted samples at ``times`` (P, T).
+
+    ``renew`` (P, T) bool: an occasion opens at that time (IOV models; κ redrawn after the
+    value there is taken). Default: none."""
     levels = jnp.asarray(levels, state.log_weights.dtype)
-    mean, quantiles, samples = _forecast_jit(model, analyte, noise)(state, times, regimen, levels)
+    renew = jnp.zeros(times.shape, bool) if renew is None else jnp.asarray(renew)
+    mean, quantiles, samples = _forecast_jit(model, analyte, noise)(state, times, renew, regimen, levels)
     return Forecast(times, mean, levels, quantiles, samples)

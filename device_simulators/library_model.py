@@ -180,7 +180,9 @@ class LibraryTruthModel:
             [Dose((d.t - origin) / 3600.0, d.amount_mg, self.model.dose_compartment, d.duration_s / 3600.0) for d in given],
             slots=_bucket(len(given)),
         )
+        # κ = 0: a virtual patient keeps its parameters across occasions (no IOV in the truth)
         log_params = jnp.log(jnp.asarray([parameters[n] for n in self.model.population.names], jnp.float32))
+        log_params = jnp.concatenate([log_params, jnp.zeros(self.model.n_parameters - log_params.size, jnp.float32)])
         values = np.asarray(_forward()(self.model, log_params, table, jnp.asarray((padded - origin) / 3600.0, jnp.float32)))
         out = {}
         for code, column in self._columns.items():

@@ -18,7 +18,6 @@ from jax.scipy.special import logsumexp
 from jaxtyping import Array, Float
 
 from assimilation import Model
-from assimilation.parameters import prior_mean
 
 __all__ = ["PosteriorSample", "prior_sample", "from_particles", "normalised_weights", "effective_sample_size", "thinned"]
 
@@ -58,8 +57,8 @@ def prior_sample(model: Model, covariates: dict | None, n_particles: int, key: i
 
     ``amounts`` (n,) or (N, n) sets the state at ``time`` (default: no drug on board).
     """
-    mean = prior_mean(model.population, covariates or {})
-    root = model.population.omega_sqrt()
+    mean = model.prior_mean(covariates or {})
+    root = model.prior_sqrt()
     eta = np.asarray(jax.random.normal(jax.random.PRNGKey(key), (n_particles, root.shape[0]), jnp.float64 if dtype == jnp.float64 else jnp.float32))
     log_params = mean + eta @ root.T
     x = np.zeros((n_particles, model.n_compartments)) if amounts is None else np.broadcast_to(amounts, (n_particles, model.n_compartments))
