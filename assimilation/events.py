@@ -15,7 +15,7 @@ from jaxtyping import Bool, Float, Int
 
 from .dosing import Dose
 
-__all__ = ["Reading", "Steps", "pack_events", "bucket", "sort_events"]
+__all__ = ["Reading", "CovariateChange", "Steps", "pack_events", "bucket", "sort_events"]
 
 
 class Reading(NamedTuple):
@@ -25,6 +25,15 @@ class Reading(NamedTuple):
     value: float
     analyte: int | str = 0
     censored: bool = False
+
+
+class CovariateChange(NamedTuple):
+    """From ``time`` (h) on, the patient's covariates named in ``values`` take these values
+    (a new weight, a new creatinine clearance). The filters shift every particle's log θ by
+    the change of the covariate effects; what was learned about η carries over."""
+
+    time: float
+    values: dict
 
 
 class Steps(NamedTuple):
@@ -56,12 +65,16 @@ def bucket(n: int, minimum: int = 1, coarse: int = 1024, factor: int = 2) -> int
     return size
 
 
+_ORDER = {Reading: 0, CovariateChange: 1, Dose: 2}
+
+
 def sort_events(events: Sequence) -> list:
-    """Time order; at equal times readings before doses (stable otherwise)."""
+    """Time order; at equal times readings, then covariate changes, then doses (stable otherwise):
+    a trough drawn at a dose's time sees neither the dose nor the new covariates."""
     for event in events:
-        if not isinstance(event, (Dose, Reading)):
-            raise TypeError(f"expected Dose or Reading, got {type(event).__name__}: {event!r}")
-    return sorted(events, key=lambda e: (float(e.time), 0 if isinstance(e, Reading) else 1))
+        if type(event) not in _ORDER:
+            raise TypeError(f"expected Dose, Reading or CovariateChange, got {type(event).__name__}: {event!r}")
+    return sorted(events, key=lambda e: (float(e.time), _ORDER[type(e)]))
 
 
 def _steps_of(events, pair: bool = True) -> list[tuple]:
@@ -71,6 +84,8 @@ def _steps_of(events, pair: bool = True) -> list[tuple]:
     for event in sort_events(events):
         if isinstance(event, Dose):
             pending.append(event)
+        elif not isinstance(event, Reading):
+            raise TypeError(f"{type(event).__name__} is applied by the online API between packed steps, not packed")
         else:
             paired = pending[-1] if pending and pair else None
             steps.extend((dose, None) for dose in (pending[:-1] if paired is not None else pending))

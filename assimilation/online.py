@@ -23,7 +23,7 @@ import numpy as np
 
 from . import ensemble_kalman, map_estimator, particle_filter
 from .dosing import Dose, DoseTable
-from .events import Reading, bucket, pack_events
+from .events import CovariateChange, Reading, bucket, pack_events, sort_events
 from .model import Model, load_model
 from .occasions import last_dose_times, occasion_starts
 from .parameters import as_covariate_list
@@ -95,24 +95,68 @@ def init(
 
 def _per_patient(posterior: Posterior, items, what: str) -> list[list]:
     items = list(items)
-    if posterior.n_patients == 1 and all(isinstance(e, (Dose, Reading)) for e in items):
+    if posterior.n_patients == 1 and all(isinstance(e, _EVENTS) for e in items):
         return [items]
     if len(items) != posterior.n_patients:
         raise ValueError(f"{what}: expected one list per patient ({posterior.n_patients}), got {len(items)}")
     return [list(e) for e in items]
 
 
+_EVENTS = (Dose, Reading, CovariateChange)
+
+
 def update(posterior: Posterior, events) -> Posterior:
-    """Assimilate doses and readings (any order; sorted per patient). Readings must not be
-    older than the posterior's time for that patient (a filter cannot revisit the past)."""
+    """Assimilate doses, readings and covariate changes (any order; sorted per patient).
+    Readings and covariate changes must not be older than the posterior's time for that
+    patient (a filter cannot revisit the past)."""
     per_patient = _per_patient(posterior, events, "events")
     now = np.asarray(posterior.state.time)
     for i, patient_events in enumerate(per_patient):
         for event in patient_events:
-            if isinstance(event, Reading) and event.time < now[i] - 1e-6:
-                raise ValueError(f"patient {i}: reading at t={event.time} h is older than the posterior (t={now[i]:.6g} h)")
+            if isinstance(event, (Reading, CovariateChange)) and event.time < now[i] - 1e-6:
+                what = "reading" if isinstance(event, Reading) else "covariate change"
+                raise ValueError(f"patient {i}: {what} at t={event.time} h is older than the posterior (t={now[i]:.6g} h)")
             if isinstance(event, Reading) and not np.isfinite(event.value):
                 raise ValueError(f"patient {i}: reading value {event.value!r} is not finite")
+    if any(isinstance(e, CovariateChange) for patient_events in per_patient for e in patient_events):
+        return _update_with_covariate_changes(posterior, per_patient)
+    return _update_events(posterior, per_patient)
+
+
+def _update_with_covariate_changes(posterior: Posterior, per_patient: list[list]) -> Posterior:
+    """Rounds of (events up to a covariate change, the change) across patients: each change is
+    applied once the patient's earlier events are assimilated, at its own time."""
+    if posterior.method == "map":
+        raise ValueError("method 'map' does not take time-varying covariates (its prior mean is fixed per patient); use 'pf' or 'enkf'")
+    segments = []
+    for patient_events in per_patient:
+        rounds, current = [], []
+        for event in sort_events(patient_events):
+            if isinstance(event, CovariateChange):
+                rounds.append((current, event))
+                current = []
+            else:
+                current.append(event)
+        segments.append(rounds + [(current, None)])
+    covariates = [dict(c) for c in posterior.covariates]
+    model = posterior.model
+    for r in range(max(len(s) for s in segments)):
+        posterior = _update_events(posterior, [s[r][0] if r < len(s) else [] for s in segments])
+        rows, times, deltas = [], [], []
+        for i, s in enumerate(segments):
+            change = s[r][1] if r < len(s) else None
+            if change is not None:
+                new = {**covariates[i], **change.values}
+                rows.append(i), times.append(float(change.time))
+                deltas.append(model.prior_mean(new) - model.prior_mean(covariates[i]))
+                covariates[i] = new
+        if rows:
+            state = particle_filter.shift_parameters(model, posterior.state, np.array(rows), np.array(times), np.stack(deltas))
+            posterior = posterior._replace(state=state, covariates=tuple(covariates))
+    return posterior
+
+
+def _update_events(posterior: Posterior, per_patient: list[list]) -> Posterior:
     dtype = np.dtype(posterior.options.dtype)
     steps = pack_events(posterior.model, per_patient, posterior.state.time.shape[0], dtype)
     module = METHODS[posterior.method]

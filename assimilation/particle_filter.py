@@ -215,14 +215,44 @@ def _renew_one(model: Model, state: ParticleState) -> ParticleState:
     return state._replace(log_params=log_params, cache=_prepare(model, log_params), key=key)
 
 
+def _shift_one(model: Model, state: ParticleState, time, delta) -> ParticleState:
+    """Move to ``time`` under the old parameters, then log θ += ``delta`` for every particle."""
+    target = jnp.maximum(time, state.time)
+    moved = propagate_particles(model, state.log_params, state.cache, state.amounts, state.time, target, state.doses)
+    log_params = state.log_params + delta.astype(state.log_params.dtype)
+    return state._replace(
+        log_params=log_params, amounts=moved, cache=_prepare(model, log_params), time=target,
+        doses=state.doses._replace(fresh=jnp.zeros_like(state.doses.fresh)),
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _shift_jit(model: Model):
+    return _gathered(functools.partial(_shift_one, model))
+
+
+def shift_parameters(model: Model, state: ParticleState, rows: np.ndarray, times: np.ndarray, deltas: np.ndarray) -> ParticleState:
+    """Time-varying covariates: for each patient in ``rows``, propagate to ``times`` (h) and add
+    ``deltas`` (R, p), the change of its covariate effects on log θ, to every particle."""
+    if len(rows) == 0:
+        return state
+    n_rows, dtype = state.time.shape[0], state.log_params.dtype
+    padded = _padded_rows(rows, n_rows)
+    full_t = np.zeros(padded.shape[0])
+    full_delta = np.zeros((padded.shape[0], deltas.shape[1]))
+    full_t[: len(rows)], full_delta[: len(rows)] = times, deltas
+    return _shift_jit(model)(state, padded, jnp.asarray(full_t, dtype), jnp.asarray(full_delta, dtype))
+
+
 def _gathered(one):
-    """Apply a one-patient state map to the rows given (rows == P are padding: gathered with
-    clipping, dropped on scatter), leaving the other rows untouched."""
+    """Apply a one-patient map ``one(state, *inputs)`` to the rows given, with per-row
+    ``inputs`` aligned to ``rows`` (rows == P are padding: gathered with clipping, dropped on
+    scatter), leaving the other rows untouched."""
     many = jax.vmap(one)
 
-    def gathered(state: ParticleState, rows: Int[Array, " R"]) -> ParticleState:
+    def gathered(state: ParticleState, rows: Int[Array, " R"], *inputs) -> ParticleState:
         subset = jax.tree.map(lambda a: jnp.take(a, rows, axis=0, mode="clip"), state)
-        return jax.tree.map(lambda a, b: a.at[rows].set(b, mode="drop"), state, many(subset))
+        return jax.tree.map(lambda a, b: a.at[rows].set(b, mode="drop"), state, many(subset, *inputs))
 
     return jax.jit(gathered)
 

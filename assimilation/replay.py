@@ -29,7 +29,7 @@ __all__ = ["PatientRecord", "ForecastRow", "Summary", "replay", "summarize"]
 
 
 class PatientRecord(NamedTuple):
-    """One patient's covariates and events (doses and readings, any order)."""
+    """One patient's covariates (at the start) and events (doses, readings, covariate changes; any order)."""
 
     id: object
     covariates: dict
@@ -58,7 +58,7 @@ class Summary(NamedTuple):
 
 
 def _rounds(events: Sequence) -> list[tuple[list, Reading | None]]:
-    """[(doses before reading k, reading k), ..., (trailing doses, None)]."""
+    """[(doses and covariate changes before reading k, reading k), ..., (trailing ones, None)]."""
     rounds, doses = [], []
     for event in sort_events(events):
         if isinstance(event, Reading):

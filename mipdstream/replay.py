@@ -4,8 +4,11 @@ Input columns (names case-insensitive): ID, TIME (h), AMT (mg), RATE (mg/h; 0 = 
 DV (reading), EVID (0 reading, 1 dose, 2 other: ignored), MDV (1 = no reading on this row),
 CMT (1-based compartment of a dose), optional DVID (1-based analyte of a reading), optional
 CENS or BLQ (1 = DV is the LLOQ and the reading is below it), and covariate columns (the model's
-covariates are taken from each patient's first row). Only ID, TIME, AMT and DV are required;
-EVID defaults to 1 where AMT > 0 and 0 elsewhere.
+covariates are taken from each patient's first row). A covariate whose value changes within a
+patient is time-varying: the new value applies from the TIME of the first row that carries it
+(a laboratory value counts from when it was measured; NONMEM's PREDPP would instead use a
+record's covariates for the interval that ends at that record). Only ID, TIME, AMT and DV are
+required; EVID defaults to 1 where AMT > 0 and 0 elsewhere.
 
 Output columns: ID, TIME, DV, PRED_MEAN, PRED_Q05, PRED_Q50, PRED_Q95, CENS.
 """
@@ -17,7 +20,7 @@ import math
 from pathlib import Path
 
 from assimilation import Dose, Model, load_model
-from assimilation.events import Reading
+from assimilation.events import CovariateChange, Reading
 from assimilation.replay import PatientRecord, replay, summarize
 
 __all__ = ["DatasetError", "read_nonmem_csv", "replay_command", "write_forecasts"]
@@ -66,26 +69,41 @@ def read_nonmem_csv(path: Path, model: Model) -> list[PatientRecord]:
                 raise DatasetError(f"{path}: model {model.name!r} needs covariate column {covariate}")
             needed[covariate] = column
         patients: dict[str, PatientRecord] = {}
+        current: dict[str, dict] = {}  # each patient's covariate values as of its latest row
         for line, raw in enumerate(reader, start=2):
             row = {upper: raw.get(original) for upper, original in by_upper.items()}
             pid = (row["ID"] or "").strip()
             if not pid:
                 raise DatasetError(f"row {line}: column ID is empty")
+            values = _covariates(raw, needed, line, required=pid not in patients)
             if pid not in patients:
-                covariates = {}
-                for covariate, column in needed.items():
-                    text = (raw.get(column) or "").strip()
-                    try:
-                        covariates[covariate] = float(text)
-                    except ValueError:
-                        covariates[covariate] = text  # categorical level
-                    if text in ("", "."):
-                        raise DatasetError(f"row {line}: covariate column {column} is empty")
-                patients[pid] = PatientRecord(pid, covariates, [])
+                patients[pid] = PatientRecord(pid, dict(values), [])
+                current[pid] = values
+            changed = {name: value for name, value in values.items() if value != current[pid][name]}
+            if changed:
+                patients[pid].events.append(CovariateChange(_number(row, "TIME", line), changed))
+                current[pid] = {**current[pid], **changed}
             event = _event(row, line, model)
             if event is not None:
                 patients[pid].events.append(event)
     return list(patients.values())
+
+
+def _covariates(raw: dict, needed: dict[str, str], line: int, required: bool) -> dict:
+    """The row's covariate values; an empty cell is an error on a patient's first row and
+    "unchanged" on later rows."""
+    covariates = {}
+    for covariate, column in needed.items():
+        text = (raw.get(column) or "").strip()
+        if text in ("", "."):
+            if not required:
+                continue
+            raise DatasetError(f"row {line}: covariate column {column} is empty")
+        try:
+            covariates[covariate] = float(text)
+        except ValueError:
+            covariates[covariate] = text  # categorical level
+    return covariates
 
 
 def _event(row: dict, line: int, model: Model) -> Dose | Reading | None:

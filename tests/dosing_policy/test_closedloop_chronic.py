@@ -138,7 +138,7 @@ def test_neutropenia_decision_scores_the_simulated_nadir(nt):
     lp = np.asarray(prior_mean(model.population, {}))
     x = jnp.zeros((1, 1, model.n_compartments), jnp.float32)  # untreated, 2 h before the first dose
     utility = np.asarray(nt._decide_jit(model, 1.0)(jnp.asarray(lp, jnp.float32)[None, None], x,
-                                                     jnp.ones((1, len(nt.CANDIDATES)), bool)), np.float64)[0]
+                                                     jnp.ones((1, len(nt.CANDIDATES)), bool), jax.random.PRNGKey(0)[None]), np.float64)[0]
     times = jnp.asarray(nt.PRE_CYCLE_H + np.arange(1, 85) * 6.0, jnp.float32)
     params = model.parameters(jnp.asarray(lp, jnp.float32))
 
@@ -201,3 +201,23 @@ def test_misspecified_cohorts_are_the_same_patients_with_variability_the_control
     shift = other.truth_log_params - plain.truth_log_params
     assert np.flatnonzero(np.any(shift != 0, axis=(0, 1))).tolist() == [names.index("CL")]
     assert 0.15 < np.std(shift[..., names.index("CL")]) < 0.25  # IOV SD 0.2 per cycle
+
+
+def test_neutropenia_iov_decision_draws_the_next_cycles_clearance(nt):
+    """64 copies of one patient: without IOV every copy has the same nadir, so each dose
+    scores exactly -1, 0 or 1; the IOV controller draws each copy's next-cycle κ on CL
+    (SD 0.2), so doses near a boundary score in between, and its lasting parameters are
+    used as they are (the κ entry of the vector is replaced, not added to)."""
+    plain, iov = nt.controller_model("filter"), nt.controller_model("filter_iov")
+    assert iov.parameter_names == plain.parameter_names + ("iov_CL",)
+    lp = np.asarray(prior_mean(plain.population, {}), np.float32)
+    x = jnp.zeros((1, 64, plain.n_compartments), jnp.float32)
+    allowed = jnp.ones((1, len(nt.CANDIDATES)), bool)
+    key = jax.random.PRNGKey(3)[None]
+    same = np.asarray(nt._decide_jit(plain, 1.0)(jnp.broadcast_to(jnp.asarray(lp), (1, 64, lp.size)), x, allowed, key))[0]
+    lp_iov = np.concatenate([lp, [5.0]]).astype(np.float32)  # a stale κ far out: must not be used
+    spread = np.asarray(nt._decide_jit(iov, 1.0)(jnp.broadcast_to(jnp.asarray(lp_iov), (1, 64, lp_iov.size)), x, allowed, key))[0]
+    assert set(np.round(same, 6)) <= {-1.0, 0.0, 1.0}
+    fractional = (np.abs(spread - np.round(spread)) > 1e-6).sum()
+    assert fractional >= 2
+    assert same[np.argmax(spread)] == 1.0  # the IOV choice lies inside the typical patient's target range
