@@ -118,6 +118,11 @@ class Model:
         """Prior mean of the log-parameter vector: log θ_typical + covariate shift, κ = 0."""
         return np.concatenate([prior_mean(self.population, covariates), np.zeros(self.n_parameters - self.population.n_parameters)])
 
+    def typical_log_params(self) -> Float[np.ndarray, " p"]:
+        """The log-parameter vector of the typical patient at reference covariates (κ = 0)."""
+        typical = np.log(np.asarray(self.population.typical, np.float64))
+        return np.concatenate([typical, np.zeros(self.n_parameters - typical.size)])
+
     def prior_sqrt(self) -> Float[np.ndarray, "p p"]:
         """L with L Lᵀ = prior covariance of the log-parameter vector: blockdiag(Ω, diag(σ²))."""
         p, size = self.population.n_parameters, self.n_parameters

@@ -131,7 +131,7 @@ def typical_isf(hours: np.ndarray) -> np.ndarray:
     from assimilation.simulate import amounts_at, dose_table_of, predict_readings
 
     model = load_model(MODEL)
-    log_params = jnp.log(jnp.asarray(model.population.typical, jnp.float32))
+    log_params = jnp.asarray(model.typical_log_params(), jnp.float32)
     amounts = amounts_at(model, log_params, dose_table_of(model, [Dose(0.0, DOSE_MG, None, DOSE_H)]), jnp.asarray(hours))
     params = model.parameters(log_params)
     isf = model.analyte_index("isf")

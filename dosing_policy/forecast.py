@@ -175,7 +175,7 @@ def _analyte_is_linear(model: Model, analyte: int) -> bool:
 def _linearity_probe(model: Model, analyte: int) -> bool:
     rng = np.random.default_rng(0)
     predict = model.analytes[analyte].predict
-    params = model.parameters(jnp.asarray(np.log(model.population.typical), jnp.float64 if jax.config.jax_enable_x64 else jnp.float32))
+    params = model.parameters(jnp.asarray(model.typical_log_params(), jnp.float64 if jax.config.jax_enable_x64 else jnp.float32))
     x, y = (jnp.asarray(rng.uniform(1, 100, model.n_compartments), params[model.population.names[0]].dtype) for _ in range(2))
     left = float(predict(params, 2.0 * x - 3.0 * y))
     right = 2.0 * float(predict(params, x)) - 3.0 * float(predict(params, y))

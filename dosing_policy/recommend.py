@@ -32,7 +32,7 @@ from .forecast import (Grid, analyte_is_linear, forecast, history_table, is_line
                        plan_regimens, superposed_components, superposed_values)
 from .metrics import Target
 from .regimen import Regimen, RegimenSpace, candidate_regimens
-from .sample import PosteriorSample, normalised_weights
+from .sample import PosteriorSample, for_new_occasion, normalised_weights
 
 __all__ = ["Utility", "Evaluation", "Recommendation", "evaluate", "recommend", "evaluate_patients", "utility_of"]
 
@@ -154,6 +154,7 @@ def evaluate(model: Model, sample: PosteriorSample, history: Sequence[Dose] | Do
     _check_grid(grid, target, windows)
     analyte = model.analyte_index(target.analyte)
     dtype = sample.amounts.dtype
+    sample = for_new_occasion(model, sample, history, min(r.start for r in regimens))
     if is_linear(model):
         plan = plan_regimens(regimens, grid, dtype)
         run = _pipeline_jit(model, analyte, target, windows, shape_steps(model, plan, grid), grid.step, levels)
@@ -174,6 +175,7 @@ def evaluate_patients(model: Model, samples: PosteriorSample, histories: DoseTab
     windows = tuple(float(w) for w in utility.windows)
     _check_grid(grid, target, windows)
     dtype = samples.amounts.dtype
+    samples = for_new_occasion(model, samples, histories, min(r.start for r in regimens))
     plan = plan_regimens(regimens, grid, dtype)
     run = _batch_jit(model, model.analyte_index(target.analyte), target, windows, shape_steps(model, plan, grid), grid.step, levels)
     result = run(samples, histories._replace(fresh=jnp.zeros_like(histories.fresh)), plan, grid.offsets(dtype))

@@ -17,9 +17,12 @@ import numpy as np
 from jax.scipy.special import logsumexp
 from jaxtyping import Array, Float
 
-from assimilation import Model
+from assimilation import Dose, Model
+from assimilation.dosing import DoseTable
+from assimilation.occasions import draw_kappa, last_dose_times
 
-__all__ = ["PosteriorSample", "prior_sample", "from_particles", "normalised_weights", "effective_sample_size", "thinned"]
+__all__ = ["PosteriorSample", "prior_sample", "from_particles", "normalised_weights", "effective_sample_size", "thinned",
+           "for_new_occasion"]
 
 
 class PosteriorSample(NamedTuple):
@@ -90,3 +93,32 @@ def thinned(sample: PosteriorSample, n: int, uniform: float = 0.5) -> PosteriorS
     dtype = sample.amounts.dtype
     return PosteriorSample(jnp.asarray(np.asarray(sample.log_params)[index], dtype), jnp.asarray(np.asarray(sample.amounts)[index], dtype),
                            jnp.full(n, -np.log(n), dtype), sample.time)
+
+
+def for_new_occasion(model: Model, sample: PosteriorSample, history, first_dose_offset: float, key: int = 0) -> PosteriorSample:
+    """The sample to forecast a regimen with, for a model with inter-occasion variability.
+
+    If the regimen's first dose (``first_dose_offset`` h after ``sample.time``) comes more than
+    the model's occasion gap after the last dose of ``history`` (doses or a dose table, with a
+    leading patient axis for batches), the regimen runs in a new occasion whose κ nobody has
+    seen: every particle's κ is drawn afresh from N(0, σ²) (with a fixed ``key``, so every
+    candidate meets the same draws and a recommendation is reproducible). The new κ is applied
+    from the decision time rather than from the first dose: exact when the regimen starts at
+    once (a chemotherapy cycle), otherwise an approximation for the drug left from the old
+    occasion before the first new dose. Unchanged for models without IOV.
+    """
+    if model.occasions is None:
+        return sample
+    if isinstance(history, DoseTable):
+        last = last_dose_times(np.asarray(history.time), np.asarray(history.amount))
+    else:
+        given = [float(d.time) for d in history if isinstance(d, Dose) and d.amount > 0]
+        last = np.asarray(max(given) if given else -np.inf)
+    opens = model.occasions.starts(last, np.asarray(sample.time, np.float64) + first_dose_offset)
+    if not np.any(opens):
+        return sample
+    lp = sample.log_params
+    kappa = draw_kappa(model.occasions, jax.random.PRNGKey(key), int(np.prod(lp.shape[:-1])), lp.dtype).reshape(*lp.shape[:-1], -1)
+    renewed = lp.at[..., model.kappa_slice].set(kappa)
+    opens = jnp.asarray(opens).reshape(opens.shape + (1, 1)) if np.ndim(opens) else jnp.asarray(opens)
+    return sample._replace(log_params=jnp.where(opens, renewed, lp), cache=None)

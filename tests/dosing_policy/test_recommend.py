@@ -102,3 +102,26 @@ def test_regimen_doses_and_loading_doses():
     # 20-35 mg/kg at 80 kg = 1600-2800 mg -> 250 mg steps; at 120 kg the 3000 mg cap (Rybak 2020)
     assert vancomycin_loading_doses(80.0) == (1500.0, 2000.0, 2500.0, 2750.0)
     assert max(vancomycin_loading_doses(120.0)) == 3000.0
+
+
+@pytest.mark.parametrize("last_dose, opens", [(-100.0, True), (-10.0, False)])
+def test_a_regimen_that_opens_an_occasion_meets_a_fresh_kappa(last_dose, opens):
+    """IOV on CL (σ = 0.4, an occasion after a 24 h gap), every particle's κ at a stale +0.7:
+    a regimen after a long pause is scored with κ ~ N(0, σ²), so log(AUC48) has SD
+    √(S² + σ²) around log A − MU (closed form); within the gap the posterior's κ = 0.7 stays."""
+    import dataclasses
+
+    from assimilation.occasions import Occasions
+
+    model, sample, target, _ = _one_parameter_case()
+    sigma = 0.4
+    model = dataclasses.replace(model, name="test_1cpt_iv_occasions", occasions=Occasions((("CL", sigma),), gap=24.0))
+    n = sample.log_params.shape[0]
+    sample = sample._replace(log_params=jnp.concatenate([sample.log_params, jnp.full((n, 1), 0.7, jnp.float32)], axis=1))
+    amounts = np.array([1500.0, 2500.0, 3500.0])
+    regimens = [Regimen(float(a), 48.0, 1.0) for a in amounts]
+    ev = evaluate(model, sample, [Dose(last_dose, 1000.0)], regimens, target, Utility((0.0,), (1.0,)), Grid.covering(48.0, 0.25))
+    mu, sd = (MU, np.hypot(S, sigma)) if opens else (MU + 0.7, S)
+    pta, risk = lognormal_pta(amounts, 400.0, 600.0, mu, sd)
+    np.testing.assert_allclose(np.asarray(ev.attainment.pta)[:, 0], pta, atol=0.03)
+    np.testing.assert_allclose(np.asarray(ev.attainment.risk)[:, 0], risk, atol=0.03)
