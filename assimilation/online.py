@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import ensemble_kalman, map_estimator, particle_filter
+from . import ensemble_kalman, map_estimator, particle_filter, rejuvenation
 from .dosing import Dose, DoseTable
 from .events import CovariateChange, Reading, bucket, pack_events, sort_events
 from .model import Model, load_model
@@ -29,7 +29,7 @@ from .occasions import last_dose_times, occasion_starts
 from .parameters import as_covariate_list
 from .particle_filter import Forecast
 
-__all__ = ["Posterior", "PatientParticles", "init", "update", "predict", "particles", "to_bytes", "from_bytes", "METHODS"]
+__all__ = ["Posterior", "PatientParticles", "init", "update", "rejuvenate", "predict", "particles", "to_bytes", "from_bytes", "METHODS"]
 
 METHODS = {"pf": particle_filter, "enkf": ensemble_kalman, "map": map_estimator}
 
@@ -169,6 +169,34 @@ def _update_events(posterior: Posterior, per_patient: list[list]) -> Posterior:
                 "init with a larger dose_slots (the posterior passed in is unchanged)"
             )
     return posterior._replace(state=state)
+
+
+def rejuvenate(posterior: Posterior, history, moves: int = 5, *, start: float = 0.0, scale: float = 1.0) -> tuple[Posterior, np.ndarray]:
+    """Resample-move for a particle-filter posterior (:mod:`.rejuvenation`): resample to equal
+    weights, then ``moves`` Metropolis moves of every particle against the exact posterior of
+    the whole ``history`` (every dose and reading assimilated since ``init(..., time=start)``).
+
+    Costs ``moves + 1`` replays of the history; use it when the cloud has collapsed (many
+    resamplings), not at every reading. Returns (posterior, acceptance rate per patient)."""
+    if posterior.method != "pf":
+        raise ValueError(f"rejuvenate is for particle-filter posteriors, not {posterior.method!r}")
+    per_patient = _per_patient(posterior, history, "history")
+    if any(isinstance(e, CovariateChange) for events in per_patient for e in events):
+        raise ValueError("rejuvenate does not replay covariate changes; give a history of doses and readings")
+    now = np.asarray(posterior.state.time)[: posterior.n_patients]
+    for i, events in enumerate(per_patient):
+        last = max([float(e.time) for e in events], default=start)
+        if abs(last - now[i]) > 1e-4 * max(1.0, abs(now[i])):
+            raise ValueError(f"patient {i}: the history ends at t={last:.6g} h but the posterior is at t={now[i]:.6g} h; "
+                             "pass every event assimilated since init")
+    n_rows = posterior.state.time.shape[0]
+    steps = pack_events(posterior.model, per_patient, n_rows, np.dtype(posterior.options.dtype))
+    means = np.stack([posterior.model.prior_mean(c) for c in posterior.covariates])
+    means = np.concatenate([means, np.repeat(means[:1], n_rows - len(means), axis=0)])
+    state, acceptance = rejuvenation.resample_move(
+        posterior.model, posterior.options, posterior.state, steps, np.full(n_rows, start), means, moves, scale,
+    )
+    return posterior._replace(state=state), acceptance[: posterior.n_patients]
 
 
 def _regimen_table(posterior: Posterior, regimen) -> DoseTable:
