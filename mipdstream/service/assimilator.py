@@ -32,7 +32,7 @@ from assimilation.online import Posterior, from_bytes, init, to_bytes, update
 from ingest.records import Batch
 from ingest.store import Store
 from mipdstream.service.batching import split, stack
-from mipdstream.service.events import dose_event, reading_event
+from mipdstream.service.events import covariate_events, dose_event, reading_event
 from mipdstream.service.metrics import ServiceMetrics
 from mipdstream.service.state_db import AlertRecord, Checkpoint, PatientRecord, ServiceDB
 from mipdstream.service.summaries import PosteriorSummary, summarise
@@ -208,7 +208,7 @@ class Assimilator:
                 n_before = sum(1 for e in history if e.time <= checkpoint.time_h)
                 posterior = from_bytes(checkpoint.posterior, load_model(patient.model))
                 # a checkpoint taken before a covariate change holds the old prior: replay instead
-                if n_before == checkpoint.n_events and dict(posterior.covariates[0]) == dict(patient.covariates):
+                if n_before == checkpoint.n_events and dict(posterior.covariates[0]) == patient.covariates_at(checkpoint.time_h):
                     start = Snapshot(checkpoint.time_h, checkpoint.n_events, posterior)
                     timeline.current, timeline.snapshots = start, [start]
                     self._counted[patient.patient_id] = checkpoint.n_events  # assimilated by an earlier run
@@ -328,10 +328,12 @@ class Assimilator:
         return timeline
 
     def _history(self, patient: PatientRecord) -> list[TimelineEvent]:
-        """Every stored event of the patient, in timeline order (the store is the record)."""
+        """Every stored event of the patient, in timeline order (the store is the record; covariate
+        changes come from the patient's record)."""
         model = load_model(patient.model)
         events = [reading_event(patient, model, r) for r in self.store.readings(patient.patient_id)]
         events += [dose_event(patient, d) for d in self.store.doses(patient.patient_id)]
+        events += covariate_events(patient)
         return sorted((e for e in events if e is not None and e.time >= 0), key=lambda e: e.order)
 
     # -- assimilation -----------------------------------------------------------------

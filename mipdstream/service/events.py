@@ -1,9 +1,9 @@
-"""Stored readings and doses -> events on a patient's timeline (model hours, model analytes)."""
+"""Stored readings, doses and covariate changes -> events on a patient's timeline (model hours, model analytes)."""
 
 from __future__ import annotations
 
 from assimilation import Dose, Model
-from assimilation.events import Reading
+from assimilation.events import CovariateChange, Reading
 from ingest.records import StoredDose, StoredReading
 from mipdstream.service.state_db import PatientRecord
 from mipdstream.service.timeline import TimelineEvent
@@ -35,3 +35,13 @@ def dose_event(patient: PatientRecord, dose: StoredDose) -> TimelineEvent | None
     time = patient.hours(dose.given_at)
     duration_h = (dose.duration_s or 0.0) / 3600.0
     return TimelineEvent(time, f"d:{dose.device_id}:{dose.dose_id}", Dose(time, dose.amount_mg, None, duration_h))
+
+
+def covariate_events(patient: PatientRecord) -> list[TimelineEvent]:
+    """The patient's recorded covariate changes on its timeline (the API refuses changes before
+    the patient's origin: the starting covariates are corrected with PUT .../covariates)."""
+    out = []
+    for change in patient.covariate_changes:
+        time = patient.hours(change.at_s)
+        out.append(TimelineEvent(time, f"c:{change.at_s!r}", CovariateChange(time, dict(change.values))))
+    return out

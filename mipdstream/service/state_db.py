@@ -36,7 +36,19 @@ CREATE TABLE IF NOT EXISTS alert (
     acknowledged_by TEXT, acknowledged_at REAL
 );
 CREATE INDEX IF NOT EXISTS alert_by_patient ON alert (patient_id, raised_at);
+CREATE TABLE IF NOT EXISTS covariate_change (
+    patient_id TEXT NOT NULL, at_s REAL NOT NULL, change TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (patient_id, at_s)
+);
 """
+
+
+@dataclass(frozen=True)
+class CovariateChangeRecord:
+    """From ``at_s`` (s since epoch) on, the covariates in ``values`` take these values."""
+
+    at_s: float
+    values: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -44,7 +56,9 @@ class PatientRecord:
     """A monitored patient: which model describes them, their covariates and their clock.
 
     ``origin_s`` (s since epoch) is model time zero: an event at epoch ``t`` is at
-    ``(t - origin_s) / 3600`` h on the patient's timeline.
+    ``(t - origin_s) / 3600`` h on the patient's timeline. ``covariates`` hold from the start;
+    ``covariate_changes`` (time order) change some of them from a later time on (a new
+    creatinine clearance); they are stored apart and come back with the record.
     """
 
     patient_id: str
@@ -52,9 +66,18 @@ class PatientRecord:
     covariates: dict[str, Any]
     origin_s: float
     team: str = "default"
+    covariate_changes: tuple[CovariateChangeRecord, ...] = ()
 
     def hours(self, epoch_s: float) -> float:
         return (epoch_s - self.origin_s) / 3600.0
+
+    def covariates_at(self, hours: float) -> dict[str, Any]:
+        """The covariates in force at ``hours`` on the patient's clock (changes at ``hours`` included)."""
+        current = dict(self.covariates)
+        for change in self.covariate_changes:
+            if self.hours(change.at_s) <= hours:
+                current.update(change.values)
+        return current
 
 
 @dataclass(frozen=True)
@@ -108,13 +131,33 @@ class ServiceDB:
 
     def patients(self) -> list[PatientRecord]:
         rows = self._read().execute("SELECT patient_id, model, covariates, origin_s, team FROM patient ORDER BY patient_id")
-        return [PatientRecord(pid, model, json.loads(cov), origin, team) for pid, model, cov, origin, team in rows]
+        changes = self._covariate_changes()
+        return [PatientRecord(pid, model, json.loads(cov), origin, team, changes.get(pid, ())) for pid, model, cov, origin, team in rows]
 
     def patient(self, patient_id: str) -> PatientRecord | None:
         row = self._read().execute(
             "SELECT patient_id, model, covariates, origin_s, team FROM patient WHERE patient_id = ?", (patient_id,)
         ).fetchone()
-        return None if row is None else PatientRecord(row[0], row[1], json.loads(row[2]), row[3], row[4])
+        if row is None:
+            return None
+        return PatientRecord(row[0], row[1], json.loads(row[2]), row[3], row[4], self._covariate_changes(patient_id).get(patient_id, ()))
+
+    def add_covariate_change(self, patient_id: str, change: CovariateChangeRecord) -> None:
+        """Record a change; a second change at the same instant replaces the first."""
+        with self._lock:
+            self._write.execute(
+                "INSERT OR REPLACE INTO covariate_change VALUES (?, ?, ?, ?)",
+                (patient_id, change.at_s, json.dumps(change.values, sort_keys=True), time.time()),
+            )
+
+    def _covariate_changes(self, patient_id: str | None = None) -> dict[str, tuple[CovariateChangeRecord, ...]]:
+        query = "SELECT patient_id, at_s, change FROM covariate_change"
+        rows = self._read().execute(query + (" WHERE patient_id = ?" if patient_id else "") + " ORDER BY patient_id, at_s",
+                                    (patient_id,) if patient_id else ())
+        out: dict[str, list] = {}
+        for pid, at_s, change in rows:
+            out.setdefault(pid, []).append(CovariateChangeRecord(at_s, json.loads(change)))
+        return {pid: tuple(changes) for pid, changes in out.items()}
 
     # -- checkpoints ------------------------------------------------------------------
 

@@ -21,11 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 
+_RANK = {"r:": 0, "c:": 1, "d:": 2}
+
+
 class TimelineEvent(NamedTuple):
     """A dose or reading on the patient's clock.
 
-    ``key`` identifies the event across redeliveries (``r:<device>:<reading id>`` or
-    ``d:<device>:<dose id>``); ``event`` is what the filter assimilates.
+    ``key`` identifies the event across redeliveries (``r:<device>:<reading id>``,
+    ``d:<device>:<dose id>`` or ``c:<epoch s>`` for a covariate change); ``event`` is what the
+    filter assimilates.
     """
 
     time: float
@@ -34,9 +38,9 @@ class TimelineEvent(NamedTuple):
 
     @property
     def order(self) -> tuple:
-        # Readings before doses at equal times (a trough is drawn before the dose), then by key,
-        # so every replay sorts identically.
-        return (self.time, 0 if self.key.startswith("r:") else 1, self.key)
+        # Readings, then covariate changes, then doses at equal times (a trough is drawn before
+        # the dose; assimilation.events.sort_events), then by key, so every replay sorts identically.
+        return (self.time, _RANK.get(self.key[:2], 2), self.key)
 
 
 class Snapshot(NamedTuple):

@@ -10,6 +10,7 @@ from tests.api.conftest import USERS
 
 BODIES = {
     "/api/v1/patients/{patient_id}/covariates": {"covariates": {"CRCL": 1, "WT": 1}},
+    "/api/v1/patients/{patient_id}/covariate-changes": {"at_s": 4.0e9, "values": {"CRCL": 30}},
     "/api/v1/patients/{patient_id}/target": {"low": 1, "high": 2, "unit": "mg/L"},
     "/api/v1/patients/{patient_id}/enrollments": {"device_id": "acme-iso"},
     "/api/v1/patients/{patient_id}/doses": {"amount_mg": 1000, "drug": "vancomycin", "route": "iv_infusion", "duration_s": 3600},

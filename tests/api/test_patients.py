@@ -25,6 +25,24 @@ def test_create_read_list_and_update_a_patient(api):
         assert clinician.post("/api/v1/patients", json=body).status_code == 409
 
 
+def test_a_covariate_change_from_a_time_is_stored_beside_the_starting_covariates(api):
+    patient_id = new_id()
+    body = {"patient_id": patient_id, "model": "two_compartment_infusion", "covariates": {"CRCL": 90, "WT": 80}, "origin_s": 1.7e9}
+    with api.as_("clin-a") as clinician:
+        assert clinician.post("/api/v1/patients", json=body).status_code == 201
+        changed = clinician.post(f"/api/v1/patients/{patient_id}/covariate-changes", json={"at_s": 1.7e9 + 86400, "values": {"CRCL": 35}})
+        assert changed.status_code == 201
+        assert changed.json()["covariates"] == {"CRCL": 90, "WT": 80}
+        assert changed.json()["covariate_changes"] == [{"at_s": 1.7e9 + 86400, "values": {"CRCL": 35}}]
+        record = api.live.db.patient(patient_id)
+        assert record.covariates_at(23.0) == {"CRCL": 90, "WT": 80} and record.covariates_at(24.0) == {"CRCL": 35, "WT": 80}
+        before_origin = clinician.post(f"/api/v1/patients/{patient_id}/covariate-changes", json={"at_s": 1.6e9, "values": {"CRCL": 35}})
+        assert before_origin.status_code == 422 and "PUT" in before_origin.json()["detail"]
+        unusable = clinician.post(f"/api/v1/patients/{patient_id}/covariate-changes", json={"at_s": 1.7e9 + 90000, "values": {"CRCL": -3}})
+        assert unusable.status_code == 422
+        assert len(api.live.db.patient(patient_id).covariate_changes) == 1
+
+
 def test_only_library_models_and_fitting_covariates_are_accepted(api):
     with api.as_("clin-a") as clinician:
         assert "two_compartment_infusion" in [m["name"] for m in clinician.get("/api/v1/models").json()]

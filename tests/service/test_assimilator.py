@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from assimilation import Dose
-from assimilation.events import Reading
+from assimilation.events import CovariateChange, Reading
 from assimilation.online import init, predict, update
 from ingest.records import Batch, StoredDose, StoredReading
 from ingest.sqlite_store import SqliteStore
 from mipdstream.service.assimilator import Assimilator, FilterSettings, Timing, patient_seed
-from mipdstream.service.state_db import PatientRecord, ServiceDB
+from mipdstream.service.state_db import CovariateChangeRecord, PatientRecord, ServiceDB
 
 MODEL = "two_compartment_infusion"
 ORIGIN = 1_800_000_000.0
@@ -32,12 +32,12 @@ def stored_events(patient_id: str, scale: float):
     return readings, doses
 
 
-def reference(patient_id: str, readings, doses, covariates: dict | None = None):
-    events = [Reading((r.measured_at - ORIGIN) / 3600, r.value, 0) for r in readings]
+def reference(patient_id: str, readings, doses, covariates: dict | None = None, changes=()):
+    events = [Reading((r.measured_at - ORIGIN) / 3600, r.value, 0) for r in readings] + list(changes)
     events += [Dose((d.given_at - ORIGIN) / 3600, d.amount_mg, None, d.duration_s / 3600) for d in doses]
     covariates = covariates or COVARIATES[patient_id]
     prior = init(MODEL, covariates, patient_seed(FILTERS.seed, patient_id), FILTERS.n_particles, FILTERS.method)
-    return update(prior, sorted(events, key=lambda e: (e.time, isinstance(e, Dose))))
+    return update(prior, events)
 
 
 def assert_same_posterior(a, b):
@@ -183,6 +183,37 @@ def test_a_checkpoint_from_before_a_covariate_change_is_not_restored(world):
     restarted.stop()
     assert_same_posterior(restarted.posterior("p1")[0], reference("p1", readings, doses, RENAL_FAILURE))
     assert restarted.metrics.rewinds.labels("recovery")._value.get() == 1
+
+
+def test_a_covariate_change_from_a_time_holds_from_then_on_and_survives_a_restart(world):
+    """Creatinine clearance falls from 60 to 20 mL/min at 8 h: the posterior is the one the
+    online API gives with the change in its place (not a refit on the new prior), the
+    checkpoint taken after it is restored on restart without a replay, and a later change
+    that the restarted worker had not seen makes recovery replay."""
+    db, store = world
+    readings, doses = stored_events("p1", 0.8)
+    db.add_covariate_change("p1", CovariateChangeRecord(ORIGIN + 8 * 3600, RENAL_FAILURE))
+    batch = Batch(readings, doses)
+    store.write(batch)
+    assimilator = Assimilator(db, store, FILTERS, Timing(reorder_window_s=0.0, batch_window_s=0.01)).start()
+    assimilator.submit(batch)
+    wait_idle(assimilator)
+    assimilator.stop()
+    expected = reference("p1", readings, doses, changes=[CovariateChange(8.0, RENAL_FAILURE)])
+    assert_same_posterior(assimilator.posterior("p1")[0], expected)
+    assert dict(assimilator.posterior("p1")[0].covariates[0]) == {**COVARIATES["p1"], **RENAL_FAILURE}
+    refit = reference("p1", readings, doses, {**COVARIATES["p1"], **RENAL_FAILURE})
+    assert not np.allclose(np.asarray(expected.state.log_params), np.asarray(refit.state.log_params), atol=1e-3)
+    restarted = Assimilator(db, store, FILTERS, Timing()).start()
+    restarted.stop()
+    assert restarted.metrics.rewinds.labels("recovery")._value.get() == 0
+    assert_same_posterior(restarted.posterior("p1")[0], expected)
+    db.add_covariate_change("p1", CovariateChangeRecord(ORIGIN + 20 * 3600, {"CRCL": 40.0}))
+    again = Assimilator(db, store, FILTERS, Timing()).start()
+    again.stop()
+    assert again.metrics.rewinds.labels("recovery")._value.get() == 1
+    assert_same_posterior(again.posterior("p1")[0], reference(
+        "p1", readings, doses, changes=[CovariateChange(8.0, RENAL_FAILURE), CovariateChange(20.0, {"CRCL": 40.0})]))
 
 
 def test_an_implausible_reading_raises_its_alert_from_the_batched_checks(world, tmp_path, monkeypatch):

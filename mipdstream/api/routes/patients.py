@@ -15,7 +15,7 @@ from assimilation import load_model
 from assimilation.model import BUILTIN_MODELS
 from mipdstream.api.auth import DB, CurrentUser, Live, ReadablePatient, Reader, WritablePatient, Writer, audit, resource_of
 from mipdstream.api.problems import ProblemError, problem_responses
-from mipdstream.service.state_db import PatientRecord, ServiceDB, TargetRecord
+from mipdstream.service.state_db import CovariateChangeRecord, PatientRecord, ServiceDB, TargetRecord
 
 router = APIRouter(prefix="/api/v1", tags=["patients"], responses=problem_responses(401, 403, 404, 409, 422))
 
@@ -57,11 +57,22 @@ class PatientIn(BaseModel):
     target: Target | None = None
 
 
+class CovariateChangeIn(BaseModel):
+    at_s: float = Field(ge=0, le=4.2e9, description="From when the new values hold (epoch s), e.g. when the creatinine was drawn.")
+    values: dict[str, float] = Field(min_length=1, description="The covariates that change, e.g. {'CRCL': 35}.")
+
+
+class CovariateChangeOut(BaseModel):
+    at_s: float
+    values: dict[str, float]
+
+
 class PatientOut(BaseModel):
     patient_id: str
     team: str
     model: str
-    covariates: dict[str, float]
+    covariates: dict[str, float] = Field(description="The covariates from the patient's origin on.")
+    covariate_changes: list[CovariateChangeOut] = Field(default_factory=list, description="Later changes, in time order.")
     origin_s: float
     analytes: list[str]
     units: list[str]
@@ -81,6 +92,7 @@ def patient_out(db: ServiceDB, patient: PatientRecord) -> PatientOut:
     target = db.target(patient.patient_id)
     return PatientOut(
         patient_id=patient.patient_id, team=patient.team, model=name, covariates=patient.covariates,
+        covariate_changes=[CovariateChangeOut(at_s=c.at_s, values=c.values) for c in patient.covariate_changes],
         origin_s=patient.origin_s, analytes=list(analytes), units=list(units),
         target=None if target is None else Target(low=target.low, high=target.high, unit=target.unit),
     )
@@ -140,6 +152,22 @@ def set_covariates(body: CovariatesIn, patient: WritablePatient, user: Writer, d
     audit(db, user, "set-covariates", f"PUT /api/v1/patients/{patient.patient_id}/covariates", patient.patient_id,
           before=patient.covariates, after=body.covariates)
     return patient_out(db, updated)
+
+
+@router.post("/patients/{patient_id}/covariate-changes", response_model=PatientOut, status_code=201,
+             summary="Covariates that change from a given time on (e.g. a new creatinine clearance)")
+def add_covariate_change(body: CovariateChangeIn, patient: WritablePatient, user: Writer, db: DB, live: Live) -> PatientOut:
+    """Unlike PUT .../covariates (a correction: the whole history is refitted on the new
+    prior), a change holds from ``at_s`` on: what the filter learnt about the patient carries
+    over and only the covariate effects change from then on."""
+    if body.at_s < patient.origin_s:
+        raise ProblemError(422, "a covariate change before the patient's origin is a correction: use PUT .../covariates")
+    check_covariates(patient.model, {**patient.covariates_at(patient.hours(body.at_s)), **body.values})
+    db.add_covariate_change(patient.patient_id, CovariateChangeRecord(body.at_s, dict(body.values)))
+    live.assimilator.reconfigure(patient.patient_id)  # replayed with the change in its place
+    audit(db, user, "add-covariate-change", f"POST /api/v1/patients/{patient.patient_id}/covariate-changes", patient.patient_id,
+          at_s=body.at_s, values=body.values)
+    return patient_out(db, db.patient(patient.patient_id))
 
 
 @router.put("/patients/{patient_id}/target", response_model=PatientOut, summary="Set the therapeutic range")
