@@ -91,7 +91,7 @@ def _inflate(log_params, factor):
 
 
 @functools.lru_cache(maxsize=None)
-def _adjust_jit(model: Model, inflation: float):
+def _adjust_jit(model: Model, inflation: float, donate: bool = False):
     def one(state, step):
         if inflation != 1.0:  # inflate only before a real reading (never on padding/dose steps)
             inflated = _inflate(state.log_params, inflation)
@@ -99,16 +99,17 @@ def _adjust_jit(model: Model, inflation: float):
             state = state._replace(log_params=inflated, cache=_prepare(model, inflated))
         return _adjust_one(model, state, step)
 
-    return jax.jit(jax.vmap(one))
+    return jax.jit(jax.vmap(one), donate_argnums=(0,) if donate else ())
 
 
 def update(model: Model, options: Options, state: ParticleState, steps: Steps) -> ParticleState:
-    kernel = _adjust_jit(model, float(options.inflation))
     starts = step_occasion_starts(model, state, steps)
+    owned = False  # the caller's state is never donated; the states made here are (see particle_filter.update)
     for s in range(steps.dose_valid.shape[1]):
         step = steps.step(s)
         if step.dose_valid.any() or step.reading_valid.any():
-            state = kernel(state, Steps(*map(jnp.asarray, step)))
+            state = _adjust_jit(model, float(options.inflation), owned)(state, Steps(*map(jnp.asarray, step)))
+            owned = True
             if starts is not None:  # a new occasion: members' κ redrawn from N(0, σ²)
-                state = renew_occasions(model, state, np.flatnonzero(starts[:, s]))
+                state = renew_occasions(model, state, np.flatnonzero(starts[:, s]), donate=True)
     return state

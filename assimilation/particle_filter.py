@@ -45,7 +45,7 @@ class ParticleState(NamedTuple):
 
     log_params: Float[Array, "P N p"]
     amounts: Float[Array, "P N n"]
-    cache: Any  # per-particle cache of the dynamics (e.g. modes), leading axes (P, N)
+    cache: Any  # per-particle cache of the dynamics (e.g. modes), leading axes (P, N); () if not kept
     log_weights: Float[Array, "P N"]  # normalised
     time: Float[Array, " P"]  # h; amounts are left limits at this time
     doses: DoseTable  # (P, K)
@@ -65,7 +65,15 @@ class Forecast(NamedTuple):
     samples: Float[Array, "P S T"]
 
 
+def _caches(model: Model) -> bool:
+    return getattr(model.dynamics, "cache_in_state", True)
+
+
 def _prepare(model: Model, log_params):
+    """The per-particle cache kept in filter states: ``dynamics.prepare`` of every particle, or
+    nothing when the dynamics recompute it more cheaply than a state can carry it."""
+    if not _caches(model):
+        return ()
     return jax.vmap(lambda lp: model.dynamics.prepare(model.parameters(lp)))(log_params)
 
 
@@ -120,6 +128,7 @@ def reading_log_likelihood(model: Model, params, amounts, analyte, value, censor
 def propagate_particles(model: Model, log_params, cache, amounts, t0, t1, doses):
     def one(lp, c, x):
         params = model.parameters(lp)
+        c = c if _caches(model) else model.dynamics.prepare(params)
         F, lag = model.dose_attributes(params, x.dtype)
         return model.dynamics.propagate(params, c, x, t0, t1, doses, F, lag)
 
@@ -182,13 +191,17 @@ def _assimilate_one(model: Model, state: ParticleState, step: Steps):
 
 
 @functools.lru_cache(maxsize=None)
-def _assimilate_jit(model: Model):
-    return jax.jit(jax.vmap(functools.partial(_assimilate_one, model)))
+def _assimilate_jit(model: Model, donate: bool = False):
+    return jax.jit(jax.vmap(functools.partial(_assimilate_one, model)), donate_argnums=(0,) if donate else ())
 
 
-def assimilate(model: Model, state: ParticleState, step: Steps):
-    """Reweight every patient by its step's reading; returns (state, ESS per patient)."""
-    return _assimilate_jit(model)(state, Steps(*map(jnp.asarray, step)))
+def assimilate(model: Model, state: ParticleState, step: Steps, donate: bool = False):
+    """Reweight every patient by its step's reading; returns (state, ESS per patient).
+
+    ``donate=True`` lets the kernel reuse ``state``'s buffers for the result (``state`` must
+    not be used afterwards): :func:`update` does so for the states it made itself, so that a
+    batch holds the caller's state and one working state, not a new copy per step."""
+    return _assimilate_jit(model, donate)(state, Steps(*map(jnp.asarray, step)))
 
 
 def _resample_one(model: Model, options: Options, state: ParticleState) -> ParticleState:
@@ -244,27 +257,28 @@ def shift_parameters(model: Model, state: ParticleState, rows: np.ndarray, times
     return _shift_jit(model)(state, padded, jnp.asarray(full_t, dtype), jnp.asarray(full_delta, dtype))
 
 
-def _gathered(one):
+def _gathered(one, donate: bool = False):
     """Apply a one-patient map ``one(state, *inputs)`` to the rows given, with per-row
     ``inputs`` aligned to ``rows`` (rows == P are padding: gathered with clipping, dropped on
-    scatter), leaving the other rows untouched."""
+    scatter), leaving the other rows untouched. ``donate``: the scatter writes into the
+    state's own buffers (the caller gives the state up) instead of a copy of all rows."""
     many = jax.vmap(one)
 
     def gathered(state: ParticleState, rows: Int[Array, " R"], *inputs) -> ParticleState:
         subset = jax.tree.map(lambda a: jnp.take(a, rows, axis=0, mode="clip"), state)
         return jax.tree.map(lambda a, b: a.at[rows].set(b, mode="drop"), state, many(subset, *inputs))
 
-    return jax.jit(gathered)
+    return jax.jit(gathered, donate_argnums=(0,) if donate else ())
 
 
 @functools.lru_cache(maxsize=None)
-def _resample_jit(model: Model, options: Options):
-    return _gathered(functools.partial(_resample_one, model, options))
+def _resample_jit(model: Model, options: Options, donate: bool = False):
+    return _gathered(functools.partial(_resample_one, model, options), donate)
 
 
 @functools.lru_cache(maxsize=None)
-def _renew_jit(model: Model):
-    return _gathered(functools.partial(_renew_one, model))
+def _renew_jit(model: Model, donate: bool = False):
+    return _gathered(functools.partial(_renew_one, model), donate)
 
 
 def _padded_rows(rows: np.ndarray, n_rows: int):
@@ -275,19 +289,20 @@ def _padded_rows(rows: np.ndarray, n_rows: int):
     return jnp.asarray(padded)
 
 
-def resample(model: Model, options: Options, state: ParticleState, rows: np.ndarray) -> ParticleState:
-    """Resample + Liu–West move the patients in ``rows`` only (padded to a power of two)."""
+def resample(model: Model, options: Options, state: ParticleState, rows: np.ndarray, donate: bool = False) -> ParticleState:
+    """Resample + Liu–West move the patients in ``rows`` only (padded to a power of two).
+    ``donate``: as in :func:`assimilate`."""
     if len(rows) == 0:
         return state
-    return _resample_jit(model, options)(state, _padded_rows(rows, state.time.shape[0]))
+    return _resample_jit(model, options, donate)(state, _padded_rows(rows, state.time.shape[0]))
 
 
-def renew_occasions(model: Model, state: ParticleState, rows: np.ndarray) -> ParticleState:
+def renew_occasions(model: Model, state: ParticleState, rows: np.ndarray, donate: bool = False) -> ParticleState:
     """Start a new occasion (fresh κ) for the patients in ``rows``; the state must be at the
     occasion's first dose (its left limit), so that the drug given from then on sees the new κ."""
     if len(rows) == 0:
         return state
-    return _renew_jit(model)(state, _padded_rows(rows, state.time.shape[0]))
+    return _renew_jit(model, donate)(state, _padded_rows(rows, state.time.shape[0]))
 
 
 def step_occasion_starts(model: Model, state: ParticleState, steps: Steps) -> np.ndarray | None:
@@ -303,15 +318,17 @@ def update(model: Model, options: Options, state: ParticleState, steps: Steps) -
     drawing new κ where a dose opens an occasion (IOV models pack such doses as steps of their own)."""
     limit = options.threshold * options.n_particles
     starts = step_occasion_starts(model, state, steps)
+    owned = False  # the caller's state is never donated; the states made here are
     for s in range(steps.dose_valid.shape[1]):
         step = steps.step(s)
         if not (step.dose_valid.any() or step.reading_valid.any()):
             continue
-        state, ess = assimilate(model, state, step)
+        state, ess = assimilate(model, state, step, donate=owned)
+        owned = True
         rows = np.flatnonzero((np.asarray(ess) < limit) & step.reading_valid)
-        state = resample(model, options, state, rows)
+        state = resample(model, options, state, rows, donate=True)
         if starts is not None:
-            state = renew_occasions(model, state, np.flatnonzero(starts[:, s]))
+            state = renew_occasions(model, state, np.flatnonzero(starts[:, s]), donate=True)
     return state
 
 

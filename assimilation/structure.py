@@ -113,6 +113,14 @@ class LinearCompartments:
 
     n_compartments: int
     rate_matrix: Callable[[Parameters], Float[Array, "n n"]]
+    cache_modes: bool | None = None
+
+    @property
+    def cache_in_state(self) -> bool:
+        """Whether filters keep each particle's modes in their state (``cache_modes``; default:
+        only for n > 2, where a general eigensolver is slow). A 2×2 closed form costs less to
+        recompute at every step than its 10 floats per particle cost to store and move."""
+        return self.n_compartments > 2 if self.cache_modes is None else self.cache_modes
 
     def prepare(self, params):
         return modes(self.rate_matrix(params))

@@ -57,7 +57,7 @@ population = Population(
 model = Model(
     name="vancomycin_thomson",
     population=population,
-    dynamics=vancomycin.PlasmaWithEffectCompartment(3, vancomycin.rate_matrix),
+    dynamics=vancomycin.PlasmaWithEffectCompartment(3, vancomycin.rate_matrix, cache_modes=False),
     compartments=("central", "peripheral", "isf"),
     analytes=(
         Analyte("plasma", vancomycin.plasma_concentration, Combined(1.6, 0.15), lloq=2.0, unit="mg/L", code="20578-1"),

@@ -206,9 +206,9 @@ class Assimilator:
             start = timeline.prior
             if checkpoint is not None:
                 n_before = sum(1 for e in history if e.time <= checkpoint.time_h)
-                posterior = from_bytes(checkpoint.posterior, load_model(patient.model))
+                posterior = _readable(checkpoint, patient)
                 # a checkpoint taken before a covariate change holds the old prior: replay instead
-                if n_before == checkpoint.n_events and dict(posterior.covariates[0]) == patient.covariates_at(checkpoint.time_h):
+                if posterior is not None and n_before == checkpoint.n_events and dict(posterior.covariates[0]) == patient.covariates_at(checkpoint.time_h):
                     start = Snapshot(checkpoint.time_h, checkpoint.n_events, posterior)
                     timeline.current, timeline.snapshots = start, [start]
                     self._counted[patient.patient_id] = checkpoint.n_events  # assimilated by an earlier run
@@ -493,3 +493,13 @@ class Assimilator:
                 log.exception("checkpoint write failed")
                 with self._lock:
                     self._dirty.update(pid for pid, _ in snapshot)
+
+
+def _readable(checkpoint, patient: PatientRecord):
+    """The checkpoint's posterior, or None if this version cannot read it (e.g. a state layout
+    changed by an upgrade): the patient is then replayed from the store, which loses nothing."""
+    try:
+        return from_bytes(checkpoint.posterior, load_model(patient.model))
+    except Exception as error:  # noqa: BLE001 - any unreadable snapshot means "replay"
+        log.warning("checkpoint of %s not readable (%s); replaying its history", patient.patient_id, error)
+        return None
