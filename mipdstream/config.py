@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     )
     filter_particles: int = Field(1000, ge=16, description="Particles (pf) or ensemble members (enkf) per patient.")
     filter_seed: int = Field(0, description="Seed of every patient's random stream (with the patient id).")
+    rejuvenate_after_resamples: int = Field(
+        0, ge=0, description="Particle filter: a resample-move step (Metropolis moves against the whole stored history) "
+        "after this many resamplings of a patient; 0 = never. Pays on dense sensor streams (docs/BENCHMARKS.md)."
+    )
+    rejuvenate_moves: int = Field(3, ge=1, le=50, description="Metropolis moves per resample-move step.")
     reorder_window_s: float = Field(
         2.0, ge=0, description="How long a new event waits for earlier ones before it is assimilated, s."
     )

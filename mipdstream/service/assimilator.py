@@ -28,7 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from assimilation import load_model
-from assimilation.online import Posterior, from_bytes, init, to_bytes, update
+from assimilation.online import Posterior, from_bytes, init, rejuvenate, to_bytes, update
 from ingest.records import Batch
 from ingest.store import Store
 from mipdstream.service.batching import split, stack
@@ -61,6 +61,8 @@ class FilterSettings:
     method: str = "pf"
     n_particles: int = 1000
     seed: int = 0
+    rejuvenate_after: int = 0  # resamplings of a patient between resample-move steps; 0 = never
+    rejuvenate_moves: int = 3
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ class Assimilator:
         self._waiting: set[str] = set()  # have pending events
         self._reconfigured: set[str] = set()  # covariates changed: replay with the new prior
         self._counted: dict[str, int] = {}  # events per patient already in the assimilated metric
+        self._moved_at: dict[str, int] = {}  # resample count at each patient's last resample-move
         self._lock = threading.Lock()  # guards _timelines for readers (API)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -386,6 +389,46 @@ class Assimilator:
                 self._counted[work.patient_id] = max(counted, timeline.current.n_events)
         self.metrics.assimilated.inc(new_events)
         self._evaluate(works, posteriors)
+        self._rejuvenate(works, posteriors)
+
+    def _rejuvenate(self, works: list[Work], posteriors: list[Posterior]) -> None:
+        """Resample-move (assimilation.online.rejuvenate) for the patients whose particle cloud
+        has been resampled ``rejuvenate_after`` times since its last move, against their whole
+        stored history. Skipped for IOV models, patients with covariate changes and histories
+        the store does not hold in full yet (they are tried again after their next update)."""
+        every = self.filters.rejuvenate_after
+        if every <= 0 or self.filters.method != "pf":
+            return
+        chosen, histories = [], []
+        for work, posterior in zip(works, posteriors):
+            patient = self._patients[work.patient_id]
+            resamples = int(np.asarray(posterior.state.resamples)[0])
+            if resamples - self._moved_at.get(work.patient_id, 0) < every:
+                continue
+            if posterior.model.occasions is not None or patient.covariate_changes:
+                continue
+            current = self._timelines[work.patient_id].current
+            done = [e for e in self._history(patient) if e.order <= work.events[-1].order] if work.events else []
+            if len(done) != current.n_events or current.posterior is not posterior:
+                continue
+            chosen.append((work.patient_id, current))
+            histories.append([e.event for e in done])
+        if not chosen:
+            return
+        try:
+            moved, _ = rejuvenate(stack([c.posterior for _, c in chosen]), histories, self.filters.rejuvenate_moves)
+        except Exception:
+            log.exception("resample-move failed for %d patients; their posteriors are kept", len(chosen))
+            self.metrics.failures.inc()
+            return
+        with self._lock:
+            for (patient_id, current), posterior in zip(chosen, split(moved)):
+                timeline = self._timelines[patient_id]
+                if timeline.current is current:
+                    timeline.current = current._replace(posterior=posterior)
+                    self._dirty.add(patient_id)
+                self._moved_at[patient_id] = int(np.asarray(posterior.state.resamples)[0])
+        self.metrics.rejuvenations.inc(len(chosen))
 
     def _summarise(self, works: list[Work], batch: Posterior) -> None:
         if not self._summary_sinks:

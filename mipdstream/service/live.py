@@ -35,7 +35,8 @@ class LiveService:
 
 
 def filter_settings(settings: Settings) -> FilterSettings:
-    return FilterSettings(settings.filter_method, settings.filter_particles, settings.filter_seed)
+    return FilterSettings(settings.filter_method, settings.filter_particles, settings.filter_seed,
+                          settings.rejuvenate_after_resamples, settings.rejuvenate_moves)
 
 
 def timing(settings: Settings) -> Timing:

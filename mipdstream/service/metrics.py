@@ -28,4 +28,5 @@ class ServiceMetrics:
         self.alerts = Counter("mipd_alerts", "Alerts raised", ["kind", "severity"], registry=r)
         self.checkpoints = Counter("mipd_checkpoints", "Posterior checkpoints written", registry=r)
         self.backpressure = Counter("mipd_backpressure_waits", "Times ingest waited for a full assimilation queue", registry=r)
+        self.rejuvenations = Counter("mipd_rejuvenations", "Resample-move steps of particle-filter posteriors", registry=r)
         self.failures = Counter("mipd_assimilation_failures", "Failed updates or policy evaluations", registry=r)
