@@ -117,7 +117,7 @@ def for_new_occasion(model: Model, sample: PosteriorSample, history, first_dose_
     opens = model.occasions.starts(last, np.asarray(sample.time, np.float64) + first_dose_offset)
     if not np.any(opens):
         return sample
-    lp = sample.log_params
+    lp = jnp.asarray(sample.log_params)
     kappa = draw_kappa(model.occasions, jax.random.PRNGKey(key), int(np.prod(lp.shape[:-1])), lp.dtype).reshape(*lp.shape[:-1], -1)
     renewed = lp.at[..., model.kappa_slice].set(kappa)
     opens = jnp.asarray(opens).reshape(opens.shape + (1, 1)) if np.ndim(opens) else jnp.asarray(opens)

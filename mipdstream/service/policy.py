@@ -43,7 +43,7 @@ from dosing_policy import (
 from dosing_policy.drugs import POLICIES, DrugPolicy
 from dosing_policy.plausibility import check_patients
 from dosing_policy.recommend import assessment_event
-from dosing_policy.sample import thinned
+from dosing_policy.sample import for_new_occasion, thinned
 from mipdstream.config import Settings
 from mipdstream.service.assimilator import Evaluator
 from mipdstream.service.state_db import AlertRecord, PatientRecord
@@ -97,6 +97,14 @@ def check_request(before: Posterior, doses: list[Dose], readings: list[Reading])
     sample = PosteriorSample(*(np.asarray(a, np.float32) for a in (p.log_params, p.amounts, p.log_weights, p.time)))
     last = max(r.time for r in readings)
     acting = [d for d in doses if d.time + d.duration > float(sample.time) and d.time <= last]
+    later = [d.time for d in acting if d.time > float(sample.time)]
+    if before.model.occasions is not None and later:
+        # a dose among the readings may open an occasion whose κ the posterior has not seen: the
+        # readings are checked against fresh κ (all of this batch's readings: an approximation
+        # for those before that dose)
+        earlier = [d for d in doses if d.time <= float(sample.time)]
+        renewed = for_new_occasion(before.model, sample, earlier, min(later) - float(sample.time))
+        sample = renewed._replace(log_params=np.asarray(renewed.log_params, np.float32))
     return sample, acting, list(readings)
 
 
