@@ -29,7 +29,7 @@ from .events import Steps
 from .model import Model
 from .residuals import LogNormal
 from .particle_filter import (  # same state layout, prior, occasions and prediction as the particle filter
-    Forecast, ParticleState, _prepare, advance, forecast, initial_state, renew_occasions, step_occasion_starts,
+    ParticleState, _prepare, advance, forecast, initial_state, renew_occasions, step_occasion_starts,
 )
 from .simulate import predict_readings
 

@@ -156,7 +156,6 @@ def update(model: Model, options: Options, state: MapState, steps: Steps) -> Map
 def laplace_particles(model: Model, options: Options, state: MapState) -> pf.ParticleState:
     """Equal-weight particles θ_s ~ N(θ̂, Σ) replayed through each patient's dose history."""
     dtype = jnp.dtype(options.dtype)
-    n_rows = state.mode.shape[0]
     pf_options = pf.Options(n_particles=options.n_particles, dose_slots=options.dose_slots, dtype=options.dtype)
     particles = pf.initial_state(model, pf_options, np.asarray(state.mode), jnp.asarray(state.key), 0.0)
     particles = particles._replace(time=jnp.asarray(state.start_time, dtype))

@@ -26,7 +26,7 @@ from .dosing import DoseTable, concatenate_tables, empty_dose_table, record_dose
 from .events import Steps, bucket
 from .model import Model
 from .occasions import draw_kappa, last_dose_times, occasion_starts
-from .resampling import effective_sample_size, liu_west_move, normalize, systematic_resample, weighted_quantiles
+from .resampling import effective_sample_size, liu_west_move, systematic_resample, weighted_quantiles
 from .simulate import predict_readings
 
 __all__ = ["ParticleState", "Options", "Forecast", "initial_state", "assimilate", "resample", "forecast"]

@@ -168,8 +168,6 @@ def run_filterpy(model_name: str, n_particles: int, n_readings: int, budget_s: f
 
 def run_map(model_name: str, n_particles: int, n_readings: int, budget_s: float) -> dict:
     """Warm-started MAP refit on the full history at every reading, one patient at a time."""
-    import numpy as np
-
     from assimilation import load_model, online
 
     model = load_model(model_name)

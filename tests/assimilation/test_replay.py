@@ -2,8 +2,6 @@
 
 import csv
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
