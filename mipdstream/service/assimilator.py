@@ -165,7 +165,7 @@ class Assimilator:
     def start(self) -> Assimilator:
         bind = getattr(self.evaluator, "bind", None)
         if bind is not None:  # the evaluator may run slow work on its own thread and report later
-            bind(self._emit)
+            bind(self._emit, self.busy)
         self.recover()
         self._writer = threading.Thread(target=self._write_checkpoints, name="mipd-checkpoint", daemon=True)
         self._writer.start()
@@ -191,6 +191,10 @@ class Assimilator:
 
     def queue_depth(self) -> int:
         return self._queue.qsize()
+
+    def busy(self) -> bool:
+        """Batches queued or being assimilated (the policy thread waits for a gap, see PolicyEvaluator.bind)."""
+        return self._queue.unfinished_tasks > 0
 
     def idle(self) -> bool:
         """Nothing queued, pending or in flight (for tests and the demo's progress line)."""

@@ -1,4 +1,4 @@
-"""The live policy's reading check for a model with inter-occasion variability."""
+"""The live policy: reading checks for a model with inter-occasion variability; when assessments run."""
 
 import numpy as np
 
@@ -25,3 +25,25 @@ def test_a_reading_after_a_dose_that_opens_an_occasion_is_checked_against_fresh_
     within = Dose(60.0, 100.0)
     sample, _, _ = check_request(before, doses + [within], [Reading(62.0, 3.0)])
     np.testing.assert_array_equal(np.asarray(sample.log_params)[:, 2], kappa)
+
+
+def test_assessments_wait_for_a_gap_in_assimilation_but_not_forever(monkeypatch):
+    """While assimilation has work in hand the policy thread holds its regimen searches back,
+    for at most MAX_DEFER_S at a time; when assimilation is idle they run at once."""
+    import time
+
+    from mipdstream.config import Settings
+    from mipdstream.service import policy
+
+    monkeypatch.setattr(policy, "MAX_DEFER_S", 0.2)
+    evaluator = policy.PolicyEvaluator(Settings())
+    busy = [True]
+    evaluator._assimilation_busy = lambda: busy[0]
+    assert evaluator._defer()
+    time.sleep(0.1)
+    assert evaluator._defer()
+    time.sleep(0.15)
+    assert not evaluator._defer()  # waited long enough: one assessment goes
+    assert evaluator._defer()  # and the next waits again
+    busy[0] = False
+    assert not evaluator._defer()
