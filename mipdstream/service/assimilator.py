@@ -76,6 +76,9 @@ class Timing:
     tick_s: float = 60.0  # how often the policy looks at the wall clock (silent sensors); 0: never
 
 
+CHECKPOINT_CHUNK = 64  # patients per checkpoint transaction
+
+
 def patient_seed(seed: int, patient_id: str) -> int:
     """A patient's random stream depends on its id and the seed only (not on who else is batched)."""
     digest = hashlib.blake2b(f"{seed}:{patient_id}".encode(), digest_size=4).digest()
@@ -527,19 +530,39 @@ class Assimilator:
         self.metrics.checkpoints.inc(len(checkpoints))
 
     def _write_checkpoints(self) -> None:
+        """The checkpoint thread: writes what :meth:`checkpoint` hands over, CHECKPOINT_CHUNK
+        patients per transaction, paced so that one round is spread over most of the checkpoint
+        interval. Written at once, 10,000 posteriors (~0.5 GB to serialise and commit) stalled
+        assimilation and ingest commits for ~2 s every interval: the steady p99 went from
+        0.19 s without checkpoints to 2.0 s (benchmarks/e2e.py). On stop, the rest is written
+        without pauses."""
+        pace_until = 0.0  # monotonic time by which the current round should be written
         while True:
             with self._to_write:
                 while not self._unwritten and not self._writer_closing:
                     self._to_write.wait()
                 if not self._unwritten:
                     return
-                snapshot, self._unwritten = sorted(self._unwritten.items()), {}
+                closing = self._writer_closing
+                if time.monotonic() >= pace_until:  # a new round: spread it over 80 % of the interval
+                    pace_until = time.monotonic() + 0.8 * self.timing.checkpoint_interval_s
+                keys = sorted(self._unwritten)[:CHECKPOINT_CHUNK]
+                chunk = [(pid, self._unwritten.pop(pid)) for pid in keys]
+                left = len(self._unwritten)
+            started = time.monotonic()
             try:
-                self._save(snapshot)
+                self._save(chunk)
             except Exception:  # a failed write loses no event (they are in the store); the next one retries
                 log.exception("checkpoint write failed")
                 with self._lock:
-                    self._dirty.update(pid for pid, _ in snapshot)
+                    self._dirty.update(pid for pid, _ in chunk)
+            if left and not closing:
+                # the time this round has left, shared by the chunks still to write
+                share = max(0.0, pace_until - time.monotonic()) / (left / CHECKPOINT_CHUNK + 1)
+                pause = share - (time.monotonic() - started)
+                if pause > 0:
+                    with self._to_write:
+                        self._to_write.wait_for(lambda: self._writer_closing, timeout=pause)
 
 
 def _readable(checkpoint, patient: PatientRecord):

@@ -316,6 +316,33 @@ def test_checkpoints_are_written_off_the_assimilation_thread_and_flushed_on_stop
     assert db.checkpoint("p1").n_events == len(readings) + len(doses)  # the last state is saved by stop()
 
 
+def test_a_checkpoint_round_is_spread_over_the_interval_in_chunks(world, monkeypatch):
+    """One patient per transaction here (64 in production): the second write comes a share
+    of 80 % of the interval after the first, not at once; stop() writes without pausing."""
+    import mipdstream.service.assimilator as module
+
+    db, store = world
+    monkeypatch.setattr(module, "CHECKPOINT_CHUNK", 1)
+    saved = []
+    save = db.save_checkpoints
+    monkeypatch.setattr(db, "save_checkpoints", lambda cps, writer="": (saved.append((time.monotonic(), [c.patient_id for c in cps])),
+                                                                       save(cps, writer)))
+    assimilator = Assimilator(db, store, FILTERS, Timing(reorder_window_s=0.0, batch_window_s=0.02, checkpoint_interval_s=1.0)).start()
+    batch = Batch(*(a + b for a, b in zip(stored_events("p1", 1.0), stored_events("p2", 1.2))))
+    store.write(batch)
+    assimilator.submit(batch)
+    wait_idle(assimilator)
+    deadline = time.time() + 10
+    while len(saved) < 2 and time.time() < deadline:
+        time.sleep(0.02)
+    assert [ids for _, ids in saved[:2]] == [["p1"], ["p2"]]
+    assert saved[1][0] - saved[0][0] >= 0.25  # 0.8 s shared by two chunks
+    stopping = time.monotonic()
+    assimilator.stop()
+    assert time.monotonic() - stopping < 5
+    assert db.checkpoint("p1") is not None and db.checkpoint("p2") is not None
+
+
 def test_resample_move_in_the_live_service_keeps_the_posterior_and_its_diversity(world):
     """With ``rejuvenate_after=1`` every resampled patient also gets resample-move steps
     against its stored history: the posterior keeps the same events and time, agrees with the
