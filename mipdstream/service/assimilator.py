@@ -15,6 +15,7 @@ events, so the result equals an uninterrupted run.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import queue
@@ -501,6 +502,12 @@ class Assimilator:
                 self.metrics.failures.inc()
 
     def _tick(self) -> None:
+        # Objects that survived to this tick (patients' timelines, policy states, compiled
+        # functions) go to the permanent generation: the cyclic GC's full collections had to
+        # walk them all and stopped every thread for 0.5-1 s every ~30 s at 10,000 patients,
+        # collecting next to nothing (benchmarks/e2e.py). Reference counting still frees all
+        # acyclic garbage; cycles older than a tick are not collected.
+        gc.freeze()
         self._notice_changed_records()
         tick = getattr(self.evaluator, "tick", None)
         if tick is not None:
