@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import itertools
 import logging
 import queue
 import threading
@@ -534,7 +535,7 @@ class Assimilator:
         posterior per patient. Without the thread (before start, after stop) they happen here."""
         with self._lock:
             dirty, self._dirty = self._dirty, set()
-            snapshot = {pid: self._timelines[pid].current for pid in dirty}
+            snapshot = {pid: self._timelines[pid].current for pid in sorted(dirty)}
         if snapshot:
             if self._writer is not None:
                 with self._to_write:
@@ -566,7 +567,7 @@ class Assimilator:
                 closing = self._writer_closing
                 if time.monotonic() >= pace_until:  # a new round: spread it over 80 % of the interval
                     pace_until = time.monotonic() + 0.8 * self.timing.checkpoint_interval_s
-                keys = sorted(self._unwritten)[:CHECKPOINT_CHUNK]
+                keys = list(itertools.islice(self._unwritten, CHECKPOINT_CHUNK))  # handed-over order
                 chunk = [(pid, self._unwritten.pop(pid)) for pid in keys]
                 left = len(self._unwritten)
             started = time.monotonic()
