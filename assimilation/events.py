@@ -15,7 +15,7 @@ from jaxtyping import Bool, Float, Int
 
 from .dosing import Dose
 
-__all__ = ["Reading", "CovariateChange", "Steps", "pack_events", "bucket", "sort_events"]
+__all__ = ["Reading", "CovariateChange", "Steps", "pack_events", "bucket", "sort_events", "split_at"]
 
 
 class Reading(NamedTuple):
@@ -75,6 +75,19 @@ def sort_events(events: Sequence) -> list:
         if type(event) not in _ORDER:
             raise TypeError(f"expected Dose, Reading or CovariateChange, got {type(event).__name__}: {event!r}")
     return sorted(events, key=lambda e: (float(e.time), _ORDER[type(e)]))
+
+
+def split_at(events: Sequence, kind: type) -> list[tuple[list, object | None]]:
+    """The events in time order, cut after each event of type ``kind``:
+    [(events before marker 1, marker 1), ..., (events after the last marker, None)]."""
+    cuts, current = [], []
+    for event in sort_events(events):
+        if isinstance(event, kind):
+            cuts.append((current, event))
+            current = []
+        else:
+            current.append(event)
+    return cuts + [(current, None)]
 
 
 def _steps_of(events, pair: bool = True) -> list[tuple]:

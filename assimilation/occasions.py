@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-__all__ = ["Occasions", "draw_kappa", "occasion_starts", "last_dose_times"]
+__all__ = ["Occasions", "with_fresh_kappa", "occasion_starts", "last_dose_times"]
 
 
 class Occasions(NamedTuple):
@@ -55,10 +55,12 @@ class Occasions(NamedTuple):
         return np.isfinite(previous_dose_time) & (dose_time - previous_dose_time > self.gap)
 
 
-def draw_kappa(occasions: Occasions, key: Array, n: int, dtype) -> Float[Array, "n k"]:
-    """κ for a new occasion, one row per particle: N(0, diag(σ²))."""
-    sd = jnp.asarray(occasions.sd, dtype)
-    return jax.random.normal(key, (n, sd.shape[0]), dtype) * sd
+def with_fresh_kappa(model, log_params: Float[Array, "... p"], key: Array) -> Float[Array, "... p"]:
+    """``log_params`` (any leading axes) of an IOV ``model`` with every κ entry drawn afresh from
+    N(0, diag(σ²)): the parameters of a new occasion; the population entries are kept."""
+    sd = jnp.asarray(model.occasions.sd, log_params.dtype)
+    kappa = jax.random.normal(key, (*log_params.shape[:-1], sd.shape[0]), log_params.dtype) * sd
+    return log_params.at[..., model.kappa_slice].set(kappa)
 
 
 def last_dose_times(dose_times: np.ndarray, dose_amounts: np.ndarray) -> Float[np.ndarray, " P"]:

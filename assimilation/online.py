@@ -23,7 +23,7 @@ import numpy as np
 
 from . import ensemble_kalman, map_estimator, particle_filter, rejuvenation
 from .dosing import Dose, DoseTable
-from .events import CovariateChange, Reading, bucket, pack_events, sort_events
+from .events import CovariateChange, Reading, bucket, pack_events, split_at
 from .model import Model, load_model
 from .occasions import last_dose_times, occasion_starts
 from .parameters import as_covariate_list
@@ -128,16 +128,7 @@ def _update_with_covariate_changes(posterior: Posterior, per_patient: list[list]
     applied once the patient's earlier events are assimilated, at its own time."""
     if posterior.method == "map":
         raise ValueError("method 'map' does not take time-varying covariates (its prior mean is fixed per patient); use 'pf' or 'enkf'")
-    segments = []
-    for patient_events in per_patient:
-        rounds, current = [], []
-        for event in sort_events(patient_events):
-            if isinstance(event, CovariateChange):
-                rounds.append((current, event))
-                current = []
-            else:
-                current.append(event)
-        segments.append(rounds + [(current, None)])
+    segments = [split_at(patient_events, CovariateChange) for patient_events in per_patient]
     covariates = [dict(c) for c in posterior.covariates]
     model = posterior.model
     for r in range(max(len(s) for s in segments)):

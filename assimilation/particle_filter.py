@@ -25,7 +25,7 @@ from jaxtyping import Array, Bool, Float, Int
 from .dosing import DoseTable, concatenate_tables, empty_dose_table, record_dose, still_delivering
 from .events import Steps, bucket
 from .model import Model
-from .occasions import draw_kappa, last_dose_times, occasion_starts
+from .occasions import last_dose_times, occasion_starts, with_fresh_kappa
 from .resampling import effective_sample_size, liu_west_move, systematic_resample, weighted_quantiles
 from .simulate import predict_readings
 
@@ -223,8 +223,7 @@ def _resample_one(model: Model, options: Options, state: ParticleState) -> Parti
 def _renew_one(model: Model, state: ParticleState) -> ParticleState:
     """A new occasion: every particle's κ drawn afresh from N(0, σ²); η and weights kept."""
     key, draw = jax.random.split(state.key)
-    n = state.log_params.shape[0]
-    log_params = state.log_params.at[:, model.kappa_slice].set(draw_kappa(model.occasions, draw, n, state.log_params.dtype))
+    log_params = with_fresh_kappa(model, state.log_params, draw)
     return state._replace(log_params=log_params, cache=_prepare(model, log_params), key=key)
 
 
@@ -345,8 +344,7 @@ def _forecast_one(model: Model, state: ParticleState, times, renew, regimen: Dos
         x = propagate_particles(model, log_params, cache, x, t0, t1, table)
         f = jax.vmap(lambda lp, xi: predict_readings(model, model.parameters(lp), xi)[analyte])(log_params, x)
         if model.occasions is not None:  # an occasion opens at t1: κ drawn afresh after the left limit
-            kappa = draw_kappa(model.occasions, jax.random.fold_in(renew_key, k), log_params.shape[0], log_params.dtype)
-            renewed = log_params.at[:, model.kappa_slice].set(kappa)
+            renewed = with_fresh_kappa(model, log_params, jax.random.fold_in(renew_key, k))
             log_params = jnp.where(renew_here, renewed, log_params)
             cache = jax.tree.map(lambda a, b: jnp.where(renew_here, a, b), _prepare(model, renewed), cache)
         return (x, t1, table._replace(fresh=jnp.zeros_like(table.fresh)), log_params, cache), f

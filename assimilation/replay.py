@@ -22,7 +22,7 @@ import numpy as np
 
 from . import online
 from .dosing import Dose
-from .events import Reading, sort_events
+from .events import Reading, split_at
 from .model import Model
 
 __all__ = ["PatientRecord", "ForecastRow", "Summary", "replay", "summarize"]
@@ -59,15 +59,7 @@ class Summary(NamedTuple):
 
 def _rounds(events: Sequence) -> list[tuple[list, Reading | None]]:
     """[(doses and covariate changes before reading k, reading k), ..., (trailing ones, None)]."""
-    rounds, doses = [], []
-    for event in sort_events(events):
-        if isinstance(event, Reading):
-            rounds.append((doses, event))
-            doses = []
-        else:
-            doses.append(event)
-    rounds.append((doses, None))
-    return rounds
+    return split_at(events, Reading)
 
 
 def replay(

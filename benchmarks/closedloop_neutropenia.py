@@ -72,7 +72,7 @@ from assimilation.events import Reading  # noqa: E402
 from assimilation.online import init, update  # noqa: E402
 from assimilation.parameters import prior_mean  # noqa: E402
 from assimilation.models.docetaxel_friberg import GRADE_4_ANC  # noqa: E402
-from assimilation.occasions import Occasions, draw_kappa  # noqa: E402
+from assimilation.occasions import Occasions, with_fresh_kappa  # noqa: E402
 from benchmarks.closedloop import resample_indices, run_arms, wilson  # noqa: E402
 
 MODEL = "docetaxel_friberg"
@@ -197,8 +197,7 @@ def _decide_jit(model, risk_weight: float):
     def one(args):
         log_params, amounts, allowed, key = args
         if model.occasions is not None:  # the cycle is a new occasion: κ drawn afresh at its dose
-            kappa = draw_kappa(model.occasions, key, log_params.shape[0], log_params.dtype)
-            next_cycle = log_params.at[:, model.kappa_slice].set(kappa)
+            next_cycle = with_fresh_kappa(model, log_params, key)
         else:
             next_cycle = log_params
 

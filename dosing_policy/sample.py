@@ -19,7 +19,7 @@ from jaxtyping import Array, Float
 
 from assimilation import Dose, Model
 from assimilation.dosing import DoseTable
-from assimilation.occasions import draw_kappa, last_dose_times
+from assimilation.occasions import last_dose_times, with_fresh_kappa
 
 __all__ = ["PosteriorSample", "prior_sample", "from_particles", "normalised_weights", "effective_sample_size", "thinned",
            "for_new_occasion"]
@@ -118,7 +118,6 @@ def for_new_occasion(model: Model, sample: PosteriorSample, history, first_dose_
     if not np.any(opens):
         return sample
     lp = jnp.asarray(sample.log_params)
-    kappa = draw_kappa(model.occasions, jax.random.PRNGKey(key), int(np.prod(lp.shape[:-1])), lp.dtype).reshape(*lp.shape[:-1], -1)
-    renewed = lp.at[..., model.kappa_slice].set(kappa)
+    renewed = with_fresh_kappa(model, lp, jax.random.PRNGKey(key))
     opens = jnp.asarray(opens).reshape(opens.shape + (1, 1)) if np.ndim(opens) else jnp.asarray(opens)
     return sample._replace(log_params=jnp.where(opens, renewed, lp), cache=None)

@@ -57,6 +57,16 @@ def world(tmp_path):
     db.close()
 
 
+def assimilate_stored(db, store, batch):
+    """Store ``batch``, assimilate it with a fresh assimilator, stop it (checkpoints written)."""
+    store.write(batch)
+    assimilator = Assimilator(db, store, FILTERS, Timing(reorder_window_s=0.0, batch_window_s=0.01)).start()
+    assimilator.submit(batch)
+    wait_idle(assimilator)
+    assimilator.stop()
+    return assimilator
+
+
 def wait_idle(assimilator, timeout=120):
     deadline = time.time() + timeout
     while not assimilator.idle() and time.time() < deadline:
@@ -173,12 +183,7 @@ def test_a_checkpoint_from_before_a_covariate_change_is_not_restored(world):
     """Changed while the worker was down: the checkpoint holds the old prior, so recovery replays."""
     db, store = world
     readings, doses = stored_events("p1", 0.8)
-    batch = Batch(readings, doses)
-    store.write(batch)
-    assimilator = Assimilator(db, store, FILTERS, Timing(reorder_window_s=0.0, batch_window_s=0.01)).start()
-    assimilator.submit(batch)
-    wait_idle(assimilator)
-    assimilator.stop()
+    assimilate_stored(db, store, Batch(readings, doses))
     db.add_patient(PatientRecord("p1", MODEL, RENAL_FAILURE, ORIGIN))
     restarted = Assimilator(db, store, FILTERS, Timing()).start()
     restarted.stop()
@@ -194,12 +199,7 @@ def test_a_covariate_change_from_a_time_holds_from_then_on_and_survives_a_restar
     db, store = world
     readings, doses = stored_events("p1", 0.8)
     db.add_covariate_change("p1", CovariateChangeRecord(ORIGIN + 8 * 3600, RENAL_FAILURE))
-    batch = Batch(readings, doses)
-    store.write(batch)
-    assimilator = Assimilator(db, store, FILTERS, Timing(reorder_window_s=0.0, batch_window_s=0.01)).start()
-    assimilator.submit(batch)
-    wait_idle(assimilator)
-    assimilator.stop()
+    assimilator = assimilate_stored(db, store, Batch(readings, doses))
     expected = reference("p1", readings, doses, changes=[CovariateChange(8.0, RENAL_FAILURE)])
     assert_same_posterior(assimilator.posterior("p1")[0], expected)
     assert dict(assimilator.posterior("p1")[0].covariates[0]) == {**COVARIATES["p1"], **RENAL_FAILURE}
