@@ -1,8 +1,10 @@
 """The ingest consumer: MQTT in, validated batches committed, then acknowledged.
 
-paho's network thread only stamps each message and puts it on a bounded queue (an
-exception in a callback would kill that thread; blocking when the queue is full is the
-backpressure: the broker keeps what we have not read). One worker thread drains the queue
+paho's network thread only stamps each message and puts it on a queue (an exception in
+a callback would kill that thread). The queue is a `SimpleQueue` (a put costs a fraction
+of `queue.Queue`'s lock-and-notify, and the network thread is the consumer's bottleneck)
+bounded by hand: when `queue_max` messages wait, the network thread waits too, which is
+the backpressure (the broker keeps what we have not read). One worker thread drains the queue
 in micro-batches (up to `batch_max` messages or `batch_window_s`), classifies them, writes
 the batch to the store and only then sends the PUBACKs (paho `manual_ack`). A crash before
 the commit means redelivery from the persistent session, never loss; a crash after the
@@ -67,7 +69,8 @@ class IngestConsumer:
         self.batch_window_s = batch_window_s
         self.shared_group = shared_group
         self.notify = notify
-        self._inbox: queue.Queue[Incoming] = queue.Queue(maxsize=queue_max)
+        self.queue_max = queue_max
+        self._inbox: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
         self._listeners: list[CommitListener] = []
         self._stopping = threading.Event()
         self._worker: threading.Thread | None = None
@@ -86,6 +89,8 @@ class IngestConsumer:
 
     def _on_message(self, client, userdata, message) -> None:
         # Network thread: stamp and hand over, nothing else (see module docstring).
+        while self._inbox.qsize() >= self.queue_max and not self._stopping.is_set():
+            time.sleep(0.001)
         self._inbox.put(Incoming(message.topic, message.payload, time.time(), message.mid, message.qos))
 
     def start(self) -> IngestConsumer:

@@ -27,8 +27,8 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import urllib3
-from influxdb_client import Point, WritePrecision
 
+from ingest.line_protocol import dead_letter_line, dose_line, ns, reading_line
 from ingest.records import Batch, DeadLetter, StoredDose, StoredReading
 
 log = logging.getLogger(__name__)
@@ -36,47 +36,6 @@ log = logging.getLogger(__name__)
 
 class InfluxError(RuntimeError):
     pass
-
-
-def _ns(t: float) -> int:
-    # microsecond rounding first, so the same float always gives the same point time
-    return int(round(t * 1_000_000)) * 1000
-
-
-def reading_line(r: StoredReading) -> str:
-    point = (
-        Point("reading")
-        .tag("patient_id", r.patient_id).tag("device_id", r.device_id).tag("analyte", r.analyte)
-        .field("value", float(r.value)).field("unit", r.unit).field("reading_id", r.reading_id)
-        .field("seq", int(r.seq)).field("received_at", float(r.received_at)).field("bloq", bool(r.bloq))
-    )
-    if r.original_value is not None:
-        point = point.field("original_value", float(r.original_value)).field("original_unit", r.original_unit)
-    return point.time(_ns(r.measured_at), WritePrecision.NS).to_line_protocol()
-
-
-def dose_line(d: StoredDose) -> str:
-    point = (
-        Point("dose")
-        .tag("patient_id", d.patient_id).tag("device_id", d.device_id).tag("drug", d.drug)
-        .field("dose_id", d.dose_id).field("seq", int(d.seq)).field("amount_mg", float(d.amount_mg))
-        .field("route", d.route).field("status", d.status).field("received_at", float(d.received_at))
-    )
-    if d.duration_s is not None:
-        point = point.field("duration_s", float(d.duration_s))
-    if d.scheduled_at is not None:
-        point = point.field("scheduled_at", float(d.scheduled_at))
-    return point.time(_ns(d.given_at), WritePrecision.NS).to_line_protocol()
-
-
-def dead_letter_line(d: DeadLetter) -> str:
-    point = (
-        Point("dead_letter")
-        .tag("device_id", d.device_id or "unknown").tag("reason", d.reason)
-        .field("topic", d.topic).field("detail", d.detail)
-        .field("payload", d.payload.decode("utf-8", "backslashreplace")).field("element", int(d.element))
-    )
-    return point.time(_ns(d.received_at) + d.element, WritePrecision.NS).to_line_protocol()
 
 
 def _float(value: float | int | None) -> float | None:
@@ -88,12 +47,17 @@ def _quote(value: str) -> str:
 
 
 class Spool:
-    """Batches of line protocol waiting on local disk for InfluxDB to come back."""
+    """Batches of line protocol waiting on local disk for InfluxDB to come back.
+
+    One store owns its spool directory; the count of waiting files is kept in memory
+    (read from disk once at start) because every write asks for it.
+    """
 
     def __init__(self, directory: Path):
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._waiting = len(self.files())
 
     def append(self, lines: list[str]) -> Path:
         with self._lock:
@@ -110,13 +74,23 @@ class Spool:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+            self._waiting += 1
             return path
+
+    def done(self, path: Path, *, refused: bool = False) -> None:
+        """A spooled batch was written (deleted) or refused by InfluxDB (kept aside as .refused)."""
+        with self._lock:
+            if refused:
+                os.replace(path, path.with_suffix(".refused"))
+            else:
+                path.unlink()
+            self._waiting -= 1
 
     def files(self) -> list[Path]:
         return sorted(self.directory.glob("*.lp"))
 
     def __len__(self) -> int:
-        return len(self.files())
+        return self._waiting
 
 
 class InfluxStore:
@@ -199,11 +173,11 @@ class InfluxStore:
                 self._post(lines)
             except InfluxError as err:
                 log.error("spooled batch %s refused by InfluxDB: %s; moved aside", path.name, err)
-                os.replace(path, path.with_suffix(".refused"))
+                self.spool.done(path, refused=True)
                 continue
             except (urllib3.exceptions.HTTPError, OSError):
                 break
-            path.unlink()
+            self.spool.done(path)
             written += 1
         return written
 
@@ -238,9 +212,9 @@ class InfluxStore:
     def _where(self, patient_id: str, start: float | None, end: float | None) -> str:
         where = f'"patient_id" = {_quote(patient_id)}'
         if start is not None:
-            where += f" AND time >= {_ns(start)}"
+            where += f" AND time >= {ns(start)}"
         if end is not None:
-            where += f" AND time <= {_ns(end)}"
+            where += f" AND time <= {ns(end)}"
         return where
 
     def readings(

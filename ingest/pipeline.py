@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ingest.records import Batch, DeadLetter, StoredDose, StoredReading
-from ingest.registry import NotEnrolled, Registry, UnknownDevice
+from ingest.registry import NotEnrolled, Registry, Roster, UnknownDevice
 from wire import Invalid, RejectReason, Rejection, TopicKind, device_topic, parse_topic
 from wire.messages import CanonicalDose, CanonicalReading, parse_dose_events, parse_readings, parse_status
 
@@ -45,9 +45,9 @@ def _reject(outcome: Outcome, message: Incoming, device_id: str | None, bad: Inv
         outcome.rejections.append((device_topic(device_id, TopicKind.ERROR), rejection))
 
 
-def _resolve(registry: Registry, device_id: str, t: float) -> str | Invalid:
+def _resolve(roster: Roster, device_id: str, t: float) -> str | Invalid:
     try:
-        return registry.patient_at(device_id, t)
+        return roster.patient_at(device_id, t)
     except UnknownDevice:
         return Invalid(RejectReason.UNKNOWN_DEVICE, f"device {device_id!r} is not registered")
     except NotEnrolled:
@@ -72,6 +72,7 @@ def _dose(d: CanonicalDose, device_id: str, patient_id: str, received_at: float)
 def classify(messages: list[Incoming], registry: Registry) -> Outcome:
     """Validate, resolve the patient and sort each message element into stored or rejected."""
     outcome = Outcome()
+    roster = registry.roster()  # one snapshot per batch, not a SQLite round trip per message
     for message in messages:
         where = parse_topic(message.topic)
         if where is None or where.kind is TopicKind.ERROR:
@@ -91,7 +92,7 @@ def classify(messages: list[Incoming], registry: Registry) -> Outcome:
                 _reject(outcome, message, where.device_id, parsed, element)
                 continue
             body = parsed[0]
-            patient = _resolve(registry, where.device_id, body.t)
+            patient = _resolve(roster, where.device_id, body.t)
             if isinstance(patient, Invalid):
                 _reject(outcome, message, where.device_id, patient._replace(id=body.id, seq=body.seq), element)
             elif isinstance(parsed, CanonicalReading):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.broker_auth import BrokerUser, check_user
@@ -52,8 +52,31 @@ class Enrollment:
     valid_to: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Roster:
+    """An immutable copy of the registered devices and their enrollments.
+
+    Ingest takes one per batch: resolving a patient is then a dictionary lookup and a
+    bisection, with no SQLite round trip per message.
+    """
+
+    devices: frozenset[str] = frozenset()
+    intervals: dict[str, list[Enrollment]] = field(default_factory=dict)
+    starts: dict[str, list[float]] = field(default_factory=dict)
+
+    def patient_at(self, device_id: str, t: float) -> str:
+        """The patient wearing `device_id` at time `t`; raises UnknownDevice or NotEnrolled."""
+        if device_id not in self.devices:
+            raise UnknownDevice(device_id)
+        intervals = self.intervals.get(device_id, [])
+        i = bisect.bisect_right(self.starts.get(device_id, []), t) - 1
+        if i >= 0 and (intervals[i].valid_to is None or t < intervals[i].valid_to):
+            return intervals[i].patient_id
+        raise NotEnrolled(device_id)
+
+
 class Registry:
-    """Devices and enrollments in a SQLite file; lookups served from an in-memory copy
+    """Devices and enrollments in a SQLite file; lookups served from an in-memory `Roster`
     that is reloaded whenever another connection has committed a change."""
 
     def __init__(self, path: Path | str):
@@ -63,8 +86,7 @@ class Registry:
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
         self._version: int | None = None
-        self._devices: set[str] = set()
-        self._intervals: dict[str, list[Enrollment]] = {}
+        self._roster = Roster()
 
     def register_device(self, device_id: str, kind: str, vendor: str | None = None) -> None:
         with self._lock:
@@ -96,8 +118,7 @@ class Registry:
         return Enrollment(device_id, patient_id, valid_from, valid_to)
 
     def enrollments(self, patient_id: str | None = None) -> list[Enrollment]:
-        self._refresh()
-        every = [e for intervals in self._intervals.values() for e in intervals]
+        every = [e for intervals in self.roster().intervals.values() for e in intervals]
         return [e for e in every if patient_id is None or e.patient_id == patient_id]
 
     def kind(self, device_id: str) -> str | None:
@@ -107,19 +128,11 @@ class Registry:
         return row[0] if row else None
 
     def devices(self) -> set[str]:
-        self._refresh()
-        return set(self._devices)
+        return set(self.roster().devices)
 
     def patient_at(self, device_id: str, t: float) -> str:
         """The patient wearing `device_id` at time `t`; raises UnknownDevice or NotEnrolled."""
-        self._refresh()
-        if device_id not in self._devices:
-            raise UnknownDevice(device_id)
-        intervals = self._intervals.get(device_id, [])
-        i = bisect.bisect_right([e.valid_from for e in intervals], t) - 1
-        if i >= 0 and (intervals[i].valid_to is None or t < intervals[i].valid_to):
-            return intervals[i].patient_id
-        raise NotEnrolled(device_id)
+        return self.roster().patient_at(device_id, t)
 
     def record_status(self, device_id: str, state: str, reported_at: float | None, received_at: float,
                       battery: float | None = None, firmware: str | None = None) -> None:
@@ -145,19 +158,21 @@ class Registry:
         rows = self._db.execute("SELECT username, role, password_hash, team FROM broker_user ORDER BY username")
         return [BrokerUser(*row) for row in rows]
 
-    def _refresh(self) -> None:
+    def roster(self) -> Roster:
+        """The devices and enrollments as committed now (by any connection to the file)."""
         with self._lock:
             version = self._db.execute("PRAGMA data_version").fetchone()[0]
-            if version == self._version:
-                return
-            self._devices = {row[0] for row in self._db.execute("SELECT device_id FROM device")}
-            intervals: dict[str, list[Enrollment]] = {}
-            for row in self._db.execute(
-                "SELECT device_id, patient_id, valid_from, valid_to FROM enrollment ORDER BY device_id, valid_from"
-            ):
-                intervals.setdefault(row[0], []).append(Enrollment(*row))
-            self._intervals = intervals
-            self._version = version
+            if version != self._version:
+                devices = frozenset(row[0] for row in self._db.execute("SELECT device_id FROM device"))
+                intervals: dict[str, list[Enrollment]] = {}
+                for row in self._db.execute(
+                    "SELECT device_id, patient_id, valid_from, valid_to FROM enrollment ORDER BY device_id, valid_from"
+                ):
+                    intervals.setdefault(row[0], []).append(Enrollment(*row))
+                starts = {device: [e.valid_from for e in each] for device, each in intervals.items()}
+                self._roster = Roster(devices, intervals, starts)
+                self._version = version
+            return self._roster
 
     def close(self) -> None:
         with self._lock:

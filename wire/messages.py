@@ -13,11 +13,11 @@ told on its error topic. Checks that need state (is the device enrolled?) are in
 from __future__ import annotations
 
 import enum
-import json
 import math
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import from_json
 
 from wire.analytes import DRUGS, analyte
 from wire.units import UnitError, canonical_value
@@ -150,8 +150,8 @@ def _elements(payload: bytes) -> list[Any] | Invalid:
     if len(payload) > MAX_PAYLOAD_BYTES:
         return Invalid(RejectReason.PAYLOAD_TOO_LARGE, f"payload is {len(payload)} bytes; limit {MAX_PAYLOAD_BYTES}")
     try:
-        document = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        document = from_json(payload)  # strict UTF-8 (the contract's encoding), parsed in Rust
+    except ValueError as err:
         return Invalid(RejectReason.MALFORMED_JSON, f"payload is not UTF-8 JSON: {err}")
     if isinstance(document, dict):
         return [document]

@@ -18,6 +18,7 @@ the broker's ACL lets a care team read its own team's topic only.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from typing import NamedTuple
 
@@ -57,6 +58,7 @@ def subscription(kind: TopicKind | str) -> str:
     return f"{TOPIC_ROOT}/+/{TopicKind(kind).value}"
 
 
+@functools.lru_cache(maxsize=1 << 16)  # ingest parses every message's topic; devices repeat theirs
 def parse_topic(topic: str) -> DeviceTopic | None:
     """Split a topic into (device id, kind); None when it is not a v1 device topic."""
     prefix = TOPIC_ROOT + "/"
