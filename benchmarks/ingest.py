@@ -11,7 +11,9 @@ reading sees when ingest keeps up. Saturated latency is reported too; it only me
 broker backlog. For the same publisher, in the same run:
 
 - `raw`: a bare paho subscriber that does nothing with the messages (QoS 1, auto-ack):
-  the ceiling of a Python MQTT consumer on this machine;
+  the ceiling of a Python MQTT consumer on this machine. It is measured first and again
+  last (it scatters by +-20 % from run to run on this VM), and the ratios are against
+  the mean of the two;
 - `sqlite` and `influxdb`: the ingest consumer, every reading committed before its PUBACK.
 
 Only readings the publisher got a PUBACK for count as sent; `lost` are those not stored.
@@ -80,7 +82,7 @@ def run_publisher(url: str, n: int, workdir: Path, rate: float = 0.0, tag: str =
 
 def bench_raw(url: str, n: int, workdir: Path) -> dict:
     received: list[float] = []
-    subscriber, _ = connect(url, "bench-raw", protocol="5", subscriptions=[("mipd/v1/dev/+/reading", 1)],
+    subscriber, _ = connect(url, f"bench-raw-{time.time_ns()}", protocol="5", subscriptions=[("mipd/v1/dev/+/reading", 1)],
                             on_message=lambda c, u, m: received.append(time.time()))
     acked, publish_rate = run_publisher(url, n, workdir)
     deadline = time.time() + 60
@@ -177,19 +179,24 @@ def main() -> None:
         broker = Mosquitto(workdir / "mosquitto").start()
         influxd = Influxd(workdir / "influxd").start()
         try:
-            rows = [bench_raw(broker.url, n, workdir)]
-            for kind in ("sqlite", "influxdb"):
-                rows.append(bench_store(kind, broker.url, n, workdir, influxd.url, args.paced_rate, args.paced_seconds))
+            raw_before = bench_raw(broker.url, n, workdir)
+            rows = [bench_store(kind, broker.url, n, workdir, influxd.url, args.paced_rate, args.paced_seconds)
+                    for kind in ("sqlite", "influxdb")]
+            raw_after = bench_raw(broker.url, n, workdir)
         finally:
             broker.stop()
             influxd.stop()
-    raw_rate = rows[0]["readings_per_s"]
+    raw_rate = (raw_before["readings_per_s"] + raw_after["readings_per_s"]) / 2
+    rows = [{**raw_before, "store": "raw", "readings_per_s": raw_rate,
+             "raw_first_per_s": raw_before["readings_per_s"], "raw_last_per_s": raw_after["readings_per_s"]}, *rows]
     for row in rows:
         row["raw_receive_per_s"] = raw_rate
         row["ratio_to_raw"] = row["readings_per_s"] / raw_rate if raw_rate else None
         row["readings"] = n
     print(f"ingest benchmark: {n} QoS 1 readings from {N_DEVICES} devices, Mosquitto, "
           f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+    print(f"raw subscriber: {raw_before['readings_per_s']:.0f}/s first, {raw_after['readings_per_s']:.0f}/s last; "
+          "ratios against the mean")
     print(f"latency paced at {args.paced_rate:.0f} readings/s for {args.paced_seconds:.0f} s; "
           "'sat p99' is the latency under the saturating publisher (broker backlog)")
     print(f"{'store':<9} {'readings/s':>11} {'x raw':>6} {'p50 ms':>8} {'p99 ms':>8} {'sat p99':>8} {'lost':>5} {'dup':>4} {'publisher/s':>12}")
