@@ -29,7 +29,7 @@ from .events import Steps
 from .model import Model
 from .residuals import LogNormal
 from .particle_filter import (  # same state layout, prior, occasions and prediction as the particle filter
-    ParticleState, _prepare, advance, forecast, initial_state, renew_occasions, step_occasion_starts,
+    ParticleState, _prepare, advance, forecast, initial_state, reading_weight, renew_occasions, step_occasion_starts,
 )
 from .simulate import predict_readings
 
@@ -61,6 +61,8 @@ def _adjust_one(model: Model, state: ParticleState, step: Steps) -> ParticleStat
 
     options = [on_scale(i) for i in range(len(model.analytes))]
     h, y, R = (jnp.stack([o[j] for o in options])[step.reading_analyte] for j in range(3))
+    weight, last_reading = reading_weight(model, state.last_reading, step)
+    R = R / jnp.maximum(weight, 1e-6)  # a tempered Gaussian likelihood is one with variance R / w
 
     free = jnp.asarray(model.random_mask(), state.log_params.dtype)
     log_params = state.log_params
@@ -82,6 +84,7 @@ def _adjust_one(model: Model, state: ParticleState, step: Steps) -> ParticleStat
         amounts=jnp.where(valid, new_amounts, state.amounts),
         cache=jax.tree.map(lambda a, b: jnp.where(valid, a, b), _prepare(model, new_log_params), state.cache),
         log_evidence=state.log_evidence + jnp.where(valid, log_evidence, 0.0),
+        last_reading=last_reading,
     )
 
 

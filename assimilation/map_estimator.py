@@ -73,6 +73,7 @@ def _single_particle_state(model: Model, options: Options, log_params, start_tim
         cache=pf._prepare(model, log_params[None, :]), log_weights=jnp.zeros(1, dtype),
         time=jnp.asarray(start_time, dtype), doses=table, key=jnp.zeros(2, jnp.uint32),
         log_evidence=jnp.zeros((), dtype), lost_dose=jnp.zeros((), bool), resamples=jnp.zeros((), jnp.int32),
+        last_reading=pf.no_readings(model, dtype),
     )
 
 

@@ -45,6 +45,15 @@ class Analyte:
     lloq: Optional[float] = None
     unit: str = "mg/L"
     code: Optional[str] = None
+    persistence_h: float = 0.0
+    """How long this sensor's errors persist, h (0: readings independent given the state).
+
+    A reading taken Δt after the previous reading of the same analyte counts with weight
+    w = min(1, Δt / persistence_h): its log-likelihood is multiplied by w (a tempered, or
+    composite, likelihood; for Gaussian errors the same as variance / w). Readings every 5 min
+    from a sensor whose calibration and drift errors persist for 2 h then carry, together, the
+    information of one reading per 2 h whatever the cadence, instead of an overconfident
+    posterior built on hundreds of correlated errors a day."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -348,6 +348,11 @@ def from_bytes(data: bytes, model: Model | str | None = None) -> Posterior:
         lambda: module.initial_state(model, options, np.zeros((n_rows, model.n_parameters)), _patient_keys(0, n_rows), 0.0)
     )
     treedef = jax.tree.structure(template)
+    if treedef.num_leaves != len(leaves):
+        raise ValueError(
+            f"snapshot holds {len(leaves)} arrays, this version's {meta['method']} state {treedef.num_leaves}: "
+            "written by another version; rebuild the posterior from the readings"
+        )
     # MAP keeps float64 numpy arrays (host-side optimiser); the filters keep device arrays
     convert = np.asarray if meta["method"] == "map" else jnp.asarray
     state = jax.tree.unflatten(treedef, [convert(a) for a in leaves])

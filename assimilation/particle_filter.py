@@ -29,7 +29,7 @@ from .occasions import last_dose_times, occasion_starts, with_fresh_kappa
 from .resampling import effective_sample_size, liu_west_move, systematic_resample, weighted_quantiles
 from .simulate import predict_readings
 
-__all__ = ["ParticleState", "Options", "Forecast", "initial_state", "assimilate", "resample", "forecast"]
+__all__ = ["ParticleState", "Options", "Forecast", "initial_state", "assimilate", "resample", "forecast", "reading_weight"]
 
 
 class Options(NamedTuple):
@@ -53,6 +53,7 @@ class ParticleState(NamedTuple):
     log_evidence: Float[Array, " P"]  # log p(readings so far)
     lost_dose: Bool[Array, " P"]  # a dose slot was overwritten while still delivering
     resamples: Int[Array, " P"]
+    last_reading: Float[Array, "P A"]  # h; time of the latest reading of each analyte (−inf: none)
 
 
 class Forecast(NamedTuple):
@@ -108,7 +109,28 @@ def initial_state(model: Model, options: Options, prior_means: np.ndarray, keys:
         log_evidence=jnp.zeros((n_rows,), dtype),
         lost_dose=jnp.zeros((n_rows,), bool),
         resamples=jnp.zeros((n_rows,), jnp.int32),
+        last_reading=no_readings(model, dtype, n_rows),
     )
+
+
+def no_readings(model: Model, dtype, n_rows: int | None = None) -> Float[Array, "P A"]:
+    """``last_reading`` of a patient who has had no reading of any analyte yet."""
+    shape = (len(model.analytes),) if n_rows is None else (n_rows, len(model.analytes))
+    return jnp.full(shape, -jnp.inf, dtype)
+
+
+def reading_weight(model: Model, last_reading: Float[Array, " A"], step: Steps) -> tuple[Float[Array, ""], Float[Array, " A"]]:
+    """The step's reading's likelihood weight min(1, Δt / persistence) (see ``Analyte.persistence_h``)
+    and ``last_reading`` after the step. Weight 1 for analytes whose errors do not persist."""
+    persistence = [analyte.persistence_h for analyte in model.analytes]
+    valid, analyte, time = step.reading_valid, step.reading_analyte, step.reading_time
+    last = jnp.where(valid, last_reading.at[analyte].set(time), last_reading)
+    if not any(persistence):
+        return jnp.ones((), last_reading.dtype), last
+    tau = jnp.asarray(persistence, last_reading.dtype)[analyte]
+    gap = jnp.maximum(time - last_reading[analyte], 0.0)  # inf before the first reading: weight 1
+    weight = jnp.where(tau > 0, jnp.minimum(gap / jnp.where(tau > 0, tau, 1.0), 1.0), 1.0)
+    return weight, last
 
 
 def reading_log_likelihood(model: Model, params, amounts, analyte, value, censored):
@@ -180,12 +202,14 @@ def _assimilate_one(model: Model, state: ParticleState, step: Steps):
     log_lik = jax.vmap(
         lambda lp, x: reading_log_likelihood(model, model.parameters(lp), x, step.reading_analyte, step.reading_value, step.reading_censored)
     )(state.log_params, state.amounts)
-    unnormalised = state.log_weights + log_lik
+    weight, last_reading = reading_weight(model, state.last_reading, step)
+    unnormalised = state.log_weights + weight * log_lik
     increment = logsumexp(unnormalised)  # log p(y | past), since weights were normalised
     valid = step.reading_valid
     new = state._replace(
         log_weights=jnp.where(valid, unnormalised - increment, state.log_weights),
         log_evidence=state.log_evidence + jnp.where(valid, increment, 0.0),
+        last_reading=last_reading,
     )
     return new, effective_sample_size(new.log_weights)
 

@@ -76,6 +76,7 @@ def history_log_likelihood(model: Model, options: pf.Options, log_params: Float[
         log_weights=jnp.full((n_rows, n), -np.log(n), dtype), time=jnp.asarray(start, dtype), doses=table,
         key=jnp.zeros((n_rows, 2), jnp.uint32), log_evidence=jnp.zeros(n_rows, dtype),
         lost_dose=jnp.zeros(n_rows, bool), resamples=jnp.zeros(n_rows, jnp.int32),
+        last_reading=pf.no_readings(model, dtype, n_rows),
     )
     state = pf.update(model, options._replace(threshold=0.0), state, steps)  # ESS < 0 never: no resampling
     loglik = state.log_weights + state.log_evidence[:, None] + np.log(n)

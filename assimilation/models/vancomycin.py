@@ -51,6 +51,14 @@ concentration with first-order equilibration rate keo. Its reading is
   analyte's prediction, so drift is not in :data:`model`; :func:`sensor_gain` gives the
   assumed linear drift (−3 %/day, as the simulator default) for a caller that knows the
   sensor's age, and the ISF error is wider (15 % proportional) to absorb a day's drift.
+* persistence of the sensor's errors, 2 h — calibration gain, offset, residual drift and,
+  under a misspecified structural model, the misfit of the curve's shape are the same from
+  one 5-minute reading to the next, so the readings are not independent given the state.
+  Each ISF reading is weighted by min(1, Δt / 2 h) (``Analyte.persistence_h``): a day of
+  readings carries the information of 12. An assumption chosen on the closed-loop benchmark
+  (benchmarks/closedloop.py, docs/BENCHMARKS.md): assimilating every 15-min median unweighted
+  left 12 % of patients above AUC 600 on day 3 under a misspecified truth, one value per 2 h
+  5 %; no sensor study measures this autocorrelation yet.
 
 Target: AUC24 400–600 mg·h/L (assuming MIC 1 mg/L), Rybak MJ et al., Therapeutic monitoring
 of vancomycin for serious MRSA infections: a revised consensus guideline (ASHP, IDSA, PIDS,
@@ -65,6 +73,10 @@ from assimilation.models import exposure
 from assimilation.structure import Modes, modes
 
 DRUG = "vancomycin"
+
+SENSOR_ERROR_PERSISTENCE_H = 2.0
+"""How long the ISF sensor's errors persist, h (ASSUMPTION, see the module doc): readings
+closer together than this share their information (``Analyte.persistence_h``)."""
 
 population = Population(
     names=("CL", "V1", "Q", "V2", "keo", "R_isf", "bias"),
@@ -129,7 +141,8 @@ model = Model(
     compartments=("central", "peripheral", "isf"),
     analytes=(
         Analyte("plasma", plasma_concentration, Combined(3.4, 0.227), lloq=2.0, unit="mg/L", code="20578-1"),
-        Analyte("isf", isf_reading, Combined(1.0, 0.15), lloq=1.0, unit="mg/L", code="x-mipd-vancomycin-isf"),
+        Analyte("isf", isf_reading, Combined(1.0, 0.15), lloq=1.0, unit="mg/L", code="x-mipd-vancomycin-isf",
+                persistence_h=SENSOR_ERROR_PERSISTENCE_H),
     ),
     dose_compartment=0,
 )

@@ -106,3 +106,83 @@ def test_filterpy_ensemble_kalman_agrees_with_kalman():
         means.append(enkf.x.copy())
     exact_mean, exact_cov = _kalman(MU, OMEGA, readings)
     np.testing.assert_array_less(np.abs(means[0] - exact_mean), 0.15 * np.sqrt(np.diag(exact_cov)))
+
+
+# ----------------------------------------------------------------------------- persistent errors
+
+PERSISTENCE_H = 4.0
+PERSISTENT = Model(
+    name="linear_gaussian_persistent",
+    population=LINEAR.population,
+    dynamics=LINEAR.dynamics,
+    compartments=LINEAR.compartments,
+    analytes=(
+        Analyte("a", lambda p, x: p["a"], LogNormal(SIGMA), persistence_h=PERSISTENCE_H),  # a dense sensor
+        Analyte("ab", lambda p, x: p["a"] * p["b"], LogNormal(SIGMA)),  # independent readings
+    ),
+)
+
+
+def _dense_readings():
+    """A burst of 'a' readings (gaps 0.5-2 h, shorter than the persistence) among 'ab' readings."""
+    rng = np.random.default_rng(11)
+    truth = MU + np.linalg.cholesky(OMEGA) @ rng.normal(size=2)
+    schedule = [(1.0, "a"), (1.5, "ab"), (2.0, "a"), (2.5, "a"), (3.0, "ab"), (4.5, "a"), (5.0, "a"), (11.0, "a"), (12.0, "ab")]
+    out = []
+    for t, analyte in schedule:
+        log_y = float((H[analyte] @ truth)[0]) + SIGMA * rng.normal()
+        out.append(Reading(t, float(np.exp(log_y)), analyte))
+    return out
+
+
+def _kalman_tempered(mean, cov, readings):
+    """The exact posterior under the tempered likelihood: an 'a' reading Δt after the previous
+    one has variance σ² / min(1, Δt / persistence) (the first, and every 'ab', σ²)."""
+    kf = KalmanFilter(dim_x=2, dim_z=1)
+    kf.x, kf.P, kf.F, kf.Q = mean.copy(), cov.copy(), np.eye(2), np.zeros((2, 2))
+    previous = -np.inf
+    for r in readings:
+        weight = 1.0
+        if r.analyte == "a":
+            weight, previous = min(1.0, (r.time - previous) / PERSISTENCE_H), r.time
+        kf.predict()
+        kf.update(np.log(r.value), R=SIGMA**2 / weight, H=H[r.analyte])
+    return kf.x, kf.P
+
+
+def test_persistent_errors_temper_the_likelihood_as_the_exact_filter_with_inflated_variance():
+    readings = _dense_readings()
+    exact_mean, exact_cov = _kalman_tempered(MU, OMEGA, readings)
+    naive_mean, naive_cov = _kalman(MU, OMEGA, readings)
+    sd = np.sqrt(np.diag(exact_cov))
+    # the weights matter on this data (so the checks below can fail): untempered, the posterior
+    # of log a is narrower by more than the tolerances
+    assert naive_cov[0, 0] < 0.75 * exact_cov[0, 0]
+
+    pf = online.update(online.init(PERSISTENT, {}, 1, 4000, "pf"), readings)
+    mean, cov, _ = _moments(pf)
+    np.testing.assert_array_less(np.abs(mean - exact_mean), 0.15 * sd)  # tolerances as in the PF test above
+    np.testing.assert_allclose(np.diag(cov), np.diag(exact_cov), rtol=0.20)
+
+    prior = online.particles(online.init(PERSISTENT, {}, 2, 2000, "enkf"), 0)
+    enkf = online.update(online.init(PERSISTENT, {}, 2, 2000, "enkf"), readings)
+    mean, cov, _ = _moments(enkf)
+    sample_mean = prior.log_params.astype(np.float64).mean(0)
+    sample_cov = np.cov(prior.log_params.astype(np.float64).T, bias=True)
+    from_sample_mean, from_sample_cov = _kalman_tempered(sample_mean, sample_cov, readings)
+    np.testing.assert_allclose(mean, from_sample_mean, atol=1e-4)  # the EAKF is exact from its own prior
+    np.testing.assert_allclose(cov, from_sample_cov, rtol=1e-3, atol=1e-6)
+
+    # MAP: in a linear-Gaussian model the mode is the posterior mean, the Laplace covariance exact
+    map_posterior = online.update(online.init(PERSISTENT, {}, 1, 1, "map"), readings)
+    np.testing.assert_allclose(np.asarray(map_posterior.state.mode)[0], exact_mean, atol=1e-4)
+
+
+def test_the_weights_carry_across_updates_and_snapshots():
+    """Splitting the readings between updates, through a snapshot, changes nothing."""
+    readings = _dense_readings()
+    whole = online.update(online.init(PERSISTENT, {}, 3, 256, "enkf"), readings)
+    first = online.update(online.init(PERSISTENT, {}, 3, 256, "enkf"), readings[:4])
+    split = online.update(online.from_bytes(online.to_bytes(first), PERSISTENT), readings[4:])
+    np.testing.assert_allclose(np.asarray(split.state.log_params), np.asarray(whole.state.log_params), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(split.state.last_reading)[0], [11.0, 12.0])

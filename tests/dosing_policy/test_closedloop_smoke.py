@@ -67,6 +67,18 @@ def test_rows_fractions_add_up_and_wilson_intervals_bracket_them(cl):
     assert cl.wilson(0, 10)[0] == 0.0 and math.isclose(cl.wilson(10, 10)[1], 1.0)
 
 
+def test_paired_difference_is_agrestis_interval_for_dependent_proportions(cl):
+    # 10 patients: both arms in range for 3, only the first for 3, only the second for 1, neither for 3.
+    first = np.array([500.0] * 3 + [500.0] * 3 + [700.0] * 1 + [300.0] * 3)
+    second = np.array([500.0] * 3 + [350.0] * 3 + [450.0] * 1 + [650.0] * 3)
+    diff, low, high = cl.paired_difference(first, second)
+    # Agresti, Categorical Data Analysis, 10.1: var = [(p12 + p21) - (p12 - p21)^2] / n
+    p12, p21, n = 0.3, 0.1, 10
+    se = math.sqrt((p12 + p21 - (p12 - p21) ** 2) / n)
+    assert math.isclose(diff, 0.2) and math.isclose(low, 0.2 - 1.959964 * se) and math.isclose(high, 0.2 + 1.959964 * se)
+    assert cl.paired_difference(second, second) == (0.0, 0.0, 0.0)
+
+
 def test_filter_with_no_readings_doses_as_from_its_prior(cl, cohort):
     model = load_model(cl.CONTROLLER)
     covariates = list(cohort.covariates)
