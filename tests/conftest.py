@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import gc
+import sys
+
 import pytest
 
 from ingest.broker import EmbeddedBroker
 from tests.servers import Influxd, Mosquitto, ServiceMissing, services_required
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+    """Drop JAX's compiled programs after each test module.
+
+    Every XLA:CPU executable holds a few memory mappings; one process running the whole suite
+    compiles thousands of programs and crossed the kernel's vm.max_map_count (65,530) near its
+    end, where LLVM then crashed with a segfault instead of an error (2026-11-30). Programs are
+    rarely shared between modules, so recompiling the few that are costs little.
+    """
+    yield
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        jax.clear_caches()
+        gc.collect()
 
 
 def _start_or_skip(factory):

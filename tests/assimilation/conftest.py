@@ -1,5 +1,10 @@
 """JAX on CPU for these tests, with a persistent compilation cache so that repeated runs do not
-pay XLA compile times again (the cache key includes the jax version and the program)."""
+pay XLA compile times again (the cache key includes the jax version and the program).
+
+``MIPD_TEST_JAX_CACHE=0`` turns the cache off. (Two full runs crashed inside jaxlib on
+2026-11-30, once while reading a cached executable back; the cause was the process running
+out of memory mappings, fixed in tests/conftest.py, not the cache.)
+"""
 
 import os
 import tempfile
@@ -8,5 +13,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 
-jax.config.update("jax_compilation_cache_dir", os.path.join(tempfile.gettempdir(), "mipdstream-jax-cache"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+if os.environ.get("MIPD_TEST_JAX_CACHE", "1") != "0":
+    jax.config.update("jax_compilation_cache_dir", os.path.join(tempfile.gettempdir(), "mipdstream-jax-cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
