@@ -15,8 +15,11 @@ numbers behind it, a plain-language reason and the reproducibility record of the
 Default thresholds are operating choices, not clinical evidence; tune them on replayed
 streams. Misfit: under a calibrated model the predictive PITs are independent uniforms, so
 the last ``misfit_run`` prediction errors all share a sign with probability 2^(1−run):
-3e-5 per reading for 16, about 1 % per day for a sensor reading every 5 min. For daily
-point-of-care levels a shorter run (4-5) fits better: set it per deployment.
+3e-5 per reading for 16, about 1 % per day for a sensor reading every 5 min. A sensor whose
+errors persist (``ReadingEvent.persistence``, from the analyte's ``persistence_h``) counts one
+error per persistence time, so its run of 16 spans 16 independent errors (32 h at 2 h), not
+80 minutes of one calibration error. For daily point-of-care levels a shorter run (4-5)
+fits better: set it per deployment.
 """
 
 from __future__ import annotations
@@ -78,6 +81,10 @@ class ReadingEvent(NamedTuple):
     tail_probability: float
     pit: float
     record: Any = None
+    persistence: float = 0.0
+    """h the source's errors persist (the model analyte's ``persistence_h``): prediction errors
+    closer together than this are not independent evidence, so one per ``persistence`` counts
+    towards the misfit run (a sensor's calibration error alone would otherwise raise it)."""
 
 
 class AssessmentEvent(NamedTuple):
@@ -117,6 +124,7 @@ class AlertState(NamedTuple):
     last_seen: tuple  # (source, time) pairs
     cadence: tuple  # (source, h) pairs
     signs: tuple  # ((source, analyte), (sign, ...)) pairs, newest last
+    counted: tuple = ()  # ((source, analyte), time of the latest error counted towards misfit) pairs
 
 
 def initial_state(time: float = 0.0) -> AlertState:
@@ -185,6 +193,10 @@ def _on_reading(s: _Step, e: ReadingEvent) -> None:
                   f"(two-sided tail probability {e.tail_probability:.1e}); possible sensor fault, check before acting on it.")
         return  # a suspected fault does not count towards misfit
     key = (e.source, e.analyte)
+    last = dict(s.state.counted).get(key)
+    if e.persistence > 0 and last is not None and 0 <= e.time - last < e.persistence:
+        return  # shares its error with the last one counted (see ReadingEvent.persistence)
+    s.state = s.state._replace(counted=_set(s.state.counted, key, e.time))
     sign = int(e.pit > 0.5) - int(e.pit < 0.5)
     signs = (dict(s.state.signs).get(key, ()) + (sign,))[-s.policy.misfit_run:]
     s.state = s.state._replace(signs=_set(s.state.signs, key, signs))

@@ -332,12 +332,12 @@ class PolicyEvaluator:
                 alerts += new
         if check is None:
             return alerts
-        code = model.analytes[model.analyte_index(reading.analyte)].code or str(reading.analyte)
+        analyte = model.analytes[model.analyte_index(reading.analyte)]
+        code = analyte.code or str(reading.analyte)
+        event = ReadingEvent(reading.time, source, code, reading.value, check.tail_probability, check.pit,
+                             persistence=analyte.persistence_h)
         with state.lock:
-            state.alerts, new = alert_step(
-                state.alerts, ReadingEvent(reading.time, source, code, reading.value, check.tail_probability, check.pit),
-                self.policy,
-            )
+            state.alerts, new = alert_step(state.alerts, event, self.policy)
         if new:
             # The record goes only on the alerts the reading raised or cleared, so it is hashed
             # only for those (hashing every reading took up to 10 % of the thread in a flood).

@@ -112,3 +112,16 @@ def test_model_misfit_after_a_run_of_one_sided_errors_and_clears_when_balanced()
     # cleared once at most misfit_exit of the last misfit_run errors share a sign
     window = pits[misfit[1][0] - n + 1 : misfit[1][0] + 1]
     assert max(sum(p > 0.5 for p in window), sum(p < 0.5 for p in window)) == POLICY.misfit_exit
+
+
+def test_a_persistent_sensor_error_counts_once_per_persistence_time_towards_misfit():
+    n, persistence = POLICY.misfit_run, 2.0
+    one_sided = [0.8] * int(round(n * persistence / CADENCE))  # n persistence times of one-sided errors
+    events = [_reading(i * CADENCE, p)._replace(persistence=persistence) for i, p in enumerate(one_sided)]
+    _, alerts = _run(events)
+    raised = [a for a in alerts if a.kind == Kind.MODEL_MISFIT]
+    # one error counted per 2 h: the run of n is complete at the n-th counted reading, (n − 1) · 2 h in
+    assert len(raised) == 1 and abs(raised[0].time - (n - 1) * persistence) < 1e-9
+    # the same stream as independent readings raises after n readings (80 min): the check can fail
+    _, independent = _run([_reading(i * CADENCE, p) for i, p in enumerate(one_sided)])
+    assert abs([a.time for a in independent if a.kind == Kind.MODEL_MISFIT][0] - (n - 1) * CADENCE) < 1e-9
