@@ -58,9 +58,22 @@ def subscription(kind: TopicKind | str) -> str:
     return f"{TOPIC_ROOT}/+/{TopicKind(kind).value}"
 
 
-@functools.lru_cache(maxsize=1 << 16)  # ingest parses every message's topic; devices repeat theirs
 def parse_topic(topic: str) -> DeviceTopic | None:
     """Split a topic into (device id, kind); None when it is not a v1 device topic."""
+    # Ingest parses every message's topic and devices repeat theirs, so valid-length topics
+    # are cached; longer ones (never valid) are not, so a sender cannot fill the cache.
+    return _parse_topic_cached(topic) if len(topic) <= _LONGEST_TOPIC else _parse_topic(topic)
+
+
+_LONGEST_TOPIC = len(TOPIC_ROOT) + 1 + 64 + 1 + max(len(kind.value) for kind in TopicKind)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parse_topic_cached(topic: str) -> DeviceTopic | None:
+    return _parse_topic(topic)
+
+
+def _parse_topic(topic: str) -> DeviceTopic | None:
     prefix = TOPIC_ROOT + "/"
     if not topic.startswith(prefix):
         return None
