@@ -49,8 +49,9 @@ def _quote(value: str) -> str:
 class Spool:
     """Batches of line protocol waiting on local disk for InfluxDB to come back.
 
-    One store owns its spool directory; the count of waiting files is kept in memory
-    (read from disk once at start) because every write asks for it.
+    Every write asks whether a backlog is waiting, so the count of waiting files is kept in
+    memory; the drainer recounts the directory once per pass (`refresh`), because the
+    processes of a scaled-out deployment may share it and spool or drain files of each other.
     """
 
     def __init__(self, directory: Path):
@@ -80,11 +81,20 @@ class Spool:
     def done(self, path: Path, *, refused: bool = False) -> None:
         """A spooled batch was written (deleted) or refused by InfluxDB (kept aside as .refused)."""
         with self._lock:
-            if refused:
-                os.replace(path, path.with_suffix(".refused"))
-            else:
-                path.unlink()
-            self._waiting -= 1
+            try:
+                if refused:
+                    os.replace(path, path.with_suffix(".refused"))
+                else:
+                    path.unlink()
+            except FileNotFoundError:  # another process sharing the directory got there first
+                pass
+            self._waiting = max(self._waiting - 1, 0)
+
+    def refresh(self) -> int:
+        """Recount the waiting files on disk; returns the count."""
+        with self._lock:
+            self._waiting = len(self.files())
+            return self._waiting
 
     def files(self) -> list[Path]:
         return sorted(self.directory.glob("*.lp"))
@@ -183,7 +193,7 @@ class InfluxStore:
 
     def _drain_forever(self) -> None:
         while not self._stop.wait(self._drain_interval_s):
-            if len(self.spool):
+            if self.spool.refresh():
                 with self._write_lock:
                     self.drain()
 

@@ -62,14 +62,14 @@ class Roster:
 
     devices: frozenset[str] = frozenset()
     intervals: dict[str, list[Enrollment]] = field(default_factory=dict)
-    starts: dict[str, list[float]] = field(default_factory=dict)
+    """Per device, its enrollments in order of ``valid_from``."""
 
     def patient_at(self, device_id: str, t: float) -> str:
         """The patient wearing `device_id` at time `t`; raises UnknownDevice or NotEnrolled."""
         if device_id not in self.devices:
             raise UnknownDevice(device_id)
         intervals = self.intervals.get(device_id, [])
-        i = bisect.bisect_right(self.starts.get(device_id, []), t) - 1
+        i = bisect.bisect_right(intervals, t, key=lambda e: e.valid_from) - 1
         if i >= 0 and (intervals[i].valid_to is None or t < intervals[i].valid_to):
             return intervals[i].patient_id
         raise NotEnrolled(device_id)
@@ -169,8 +169,7 @@ class Registry:
                     "SELECT device_id, patient_id, valid_from, valid_to FROM enrollment ORDER BY device_id, valid_from"
                 ):
                     intervals.setdefault(row[0], []).append(Enrollment(*row))
-                starts = {device: [e.valid_from for e in each] for device, each in intervals.items()}
-                self._roster = Roster(devices, intervals, starts)
+                self._roster = Roster(devices, intervals)
                 self._version = version
             return self._roster
 

@@ -39,12 +39,19 @@ def _readings():
     return out
 
 
-def _kalman(mean, cov, readings):
+def _kalman(mean, cov, readings, persistence=None):
+    """The exact posterior. ``persistence`` (analyte -> h): the tempered likelihood, under which
+    a reading Δt after the previous one of its analyte has variance σ² / min(1, Δt / h)."""
     kf = KalmanFilter(dim_x=2, dim_z=1)
     kf.x, kf.P, kf.F, kf.Q = mean.copy(), cov.copy(), np.eye(2), np.zeros((2, 2))
+    previous = {}
     for r in readings:
+        weight = 1.0
+        if persistence and r.analyte in persistence:
+            weight = min(1.0, (r.time - previous.get(r.analyte, -np.inf)) / persistence[r.analyte])
+            previous[r.analyte] = r.time
         kf.predict()
-        kf.update(np.log(r.value), R=SIGMA**2, H=H[r.analyte])
+        kf.update(np.log(r.value), R=SIGMA**2 / weight, H=H[r.analyte])
     return kf.x, kf.P
 
 
@@ -54,6 +61,15 @@ def _moments(posterior):
     mean = w @ p.log_params
     centred = p.log_params - mean
     return mean, (centred * w[:, None]).T @ centred, p
+
+
+def _enkf_and_kalman_from_its_prior(model, readings, persistence=None):
+    """(EnKF posterior mean, covariance) and the Kalman filter's from the ensemble's own prior
+    moments, from which the EAKF is the Kalman filter exactly (up to float32)."""
+    prior = online.particles(online.init(model, {}, 2, 2000, "enkf"), 0)
+    mean, cov, _ = _moments(online.update(online.init(model, {}, 2, 2000, "enkf"), readings))
+    sample = prior.log_params.astype(np.float64)
+    return (mean, cov), _kalman(sample.mean(0), np.cov(sample.T, bias=True), readings, persistence)
 
 
 def test_particle_filter_matches_kalman():
@@ -71,13 +87,7 @@ def test_particle_filter_matches_kalman():
 
 def test_ensemble_kalman_matches_kalman():
     readings = _readings()
-    prior = online.particles(online.init(LINEAR, {}, 2, 2000, "enkf"), 0)
-    posterior = online.update(online.init(LINEAR, {}, 2, 2000, "enkf"), readings)
-    mean, cov, _ = _moments(posterior)
-    # From the ensemble's own prior moments the EAKF is the Kalman filter exactly (float32).
-    sample_mean = prior.log_params.astype(np.float64).mean(0)
-    sample_cov = np.cov(prior.log_params.astype(np.float64).T, bias=True)
-    from_sample_mean, from_sample_cov = _kalman(sample_mean, sample_cov, readings)
+    (mean, cov), (from_sample_mean, from_sample_cov) = _enkf_and_kalman_from_its_prior(LINEAR, readings)
     np.testing.assert_allclose(mean, from_sample_mean, atol=1e-4)
     np.testing.assert_allclose(cov, from_sample_cov, rtol=1e-3, atol=1e-6)
     # From the true prior: sampling error of 2,000 members (SE ≈ 0.02 sd, 3 % variance).
@@ -135,24 +145,9 @@ def _dense_readings():
     return out
 
 
-def _kalman_tempered(mean, cov, readings):
-    """The exact posterior under the tempered likelihood: an 'a' reading Δt after the previous
-    one has variance σ² / min(1, Δt / persistence) (the first, and every 'ab', σ²)."""
-    kf = KalmanFilter(dim_x=2, dim_z=1)
-    kf.x, kf.P, kf.F, kf.Q = mean.copy(), cov.copy(), np.eye(2), np.zeros((2, 2))
-    previous = -np.inf
-    for r in readings:
-        weight = 1.0
-        if r.analyte == "a":
-            weight, previous = min(1.0, (r.time - previous) / PERSISTENCE_H), r.time
-        kf.predict()
-        kf.update(np.log(r.value), R=SIGMA**2 / weight, H=H[r.analyte])
-    return kf.x, kf.P
-
-
 def test_persistent_errors_temper_the_likelihood_as_the_exact_filter_with_inflated_variance():
     readings = _dense_readings()
-    exact_mean, exact_cov = _kalman_tempered(MU, OMEGA, readings)
+    exact_mean, exact_cov = _kalman(MU, OMEGA, readings, {"a": PERSISTENCE_H})
     naive_mean, naive_cov = _kalman(MU, OMEGA, readings)
     sd = np.sqrt(np.diag(exact_cov))
     # the weights matter on this data (so the checks below can fail): untempered, the posterior
@@ -164,12 +159,7 @@ def test_persistent_errors_temper_the_likelihood_as_the_exact_filter_with_inflat
     np.testing.assert_array_less(np.abs(mean - exact_mean), 0.15 * sd)  # tolerances as in the PF test above
     np.testing.assert_allclose(np.diag(cov), np.diag(exact_cov), rtol=0.20)
 
-    prior = online.particles(online.init(PERSISTENT, {}, 2, 2000, "enkf"), 0)
-    enkf = online.update(online.init(PERSISTENT, {}, 2, 2000, "enkf"), readings)
-    mean, cov, _ = _moments(enkf)
-    sample_mean = prior.log_params.astype(np.float64).mean(0)
-    sample_cov = np.cov(prior.log_params.astype(np.float64).T, bias=True)
-    from_sample_mean, from_sample_cov = _kalman_tempered(sample_mean, sample_cov, readings)
+    (mean, cov), (from_sample_mean, from_sample_cov) = _enkf_and_kalman_from_its_prior(PERSISTENT, readings, {"a": PERSISTENCE_H})
     np.testing.assert_allclose(mean, from_sample_mean, atol=1e-4)  # the EAKF is exact from its own prior
     np.testing.assert_allclose(cov, from_sample_cov, rtol=1e-3, atol=1e-6)
 

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from ingest.influx_store import InfluxStore
+from ingest.influx_store import InfluxStore, Spool
 from ingest.records import Batch, DeadLetter, StoredDose, StoredReading
 from ingest.registry import NotEnrolled, Registry, UnknownDevice
 from ingest.sqlite_store import SqliteStore
@@ -88,3 +88,18 @@ def test_registry_sees_changes_made_by_another_process(tmp_path):
     admin_side.register_device("poc-1", "poc-meter")
     admin_side.enroll("poc-1", "carol", T0)
     assert ingest_side.patient_at("poc-1", time.time()) == "carol"
+
+
+def test_spools_sharing_a_directory_count_each_others_batches(tmp_path):
+    """Processes of a scaled-out deployment may share the spool directory: a spool's count
+    comes from disk when it starts and at every refresh, and never goes below zero."""
+    first, second = Spool(tmp_path), Spool(tmp_path)
+    path = first.append(["reading,patient_id=p value=1 1"])
+    assert len(first) == 1 and len(second) == 0  # the second has not looked yet
+    assert second.refresh() == 1 and Spool(tmp_path).refresh() == 1
+    second.done(path)  # drained by the second process
+    first.done(path)  # the first one finds it gone
+    assert not path.exists() and len(first) == 0 and len(second) == 0
+    refused = second.append(["bad line"])
+    second.done(refused, refused=True)
+    assert refused.with_suffix(".refused").exists() and first.refresh() == 0
