@@ -140,10 +140,31 @@ def connect(
         if _try_connect(address, client, mqtt5, persistent, timeout):
             filters = list(subscriptions(mqtt5) if callable(subscriptions) else subscriptions)
             _renew_subscriptions_on_connect(client, filters)
-            for topic_filter, qos in filters:
-                client.subscribe(topic_filter, qos)
+            _subscribe_and_wait(client, filters, timeout)
             return client, mqtt5
     raise ConnectionError(f"could not connect to the MQTT broker at {url} (protocol {protocol})")
+
+
+def _subscribe_and_wait(client: paho.Client, filters: Sequence[tuple[str, int]], timeout: float) -> None:
+    """Subscribe and wait for the broker's SUBACKs, so that a message published after
+    `connect` returns is delivered (a fresh session has nothing queued for us before)."""
+    lock, acked, done = threading.Lock(), set(), threading.Event()
+    pending: set[int] = set()
+
+    def on_subscribe(c, userdata, mid, reason_codes, properties):
+        with lock:
+            acked.add(mid)
+            if pending and pending <= acked:
+                done.set()
+
+    client.on_subscribe = on_subscribe
+    with lock:
+        pending.update(client.subscribe(topic_filter, qos)[1] for topic_filter, qos in filters)
+        if not pending or pending <= acked:
+            done.set()
+    if not done.wait(timeout):
+        raise ConnectionError(f"the broker did not acknowledge the subscriptions {list(filters)} within {timeout:g} s")
+    client.on_subscribe = None
 
 
 def _renew_subscriptions_on_connect(client: paho.Client, subscriptions: Sequence[tuple[str, int]]) -> None:
