@@ -19,7 +19,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-__all__ = ["Dose", "DoseTable", "empty_dose_table", "record_dose"]
+__all__ = ["Dose", "DoseTable", "empty_dose_table", "record_dose", "may_deliver", "compact"]
 
 
 class Dose(NamedTuple):
@@ -73,6 +73,32 @@ def still_delivering(table: DoseTable, lag: Float[Array, " n"], now) -> Bool[Arr
     """True for slots whose drug has not fully arrived by ``now`` (overwriting them loses drug)."""
     end = table.time + lag[table.compartment] + table.duration
     return (table.amount > 0) & (end >= now)
+
+
+def may_deliver(table: DoseTable, lag_low: Float[Array, " n"], lag_high: Float[Array, " n"], t0, t1) -> Bool[Array, " K"]:
+    """Slots that may put drug into the body during [t0, t1) for some lag in [lag_low, lag_high]
+    (per compartment): the dose has arrived before t1, and it is fresh (counted from its own
+    start) or still delivering at t0. Conservative: a slot outside this set contributes nothing
+    to the state at t1 under any particle's lag, so propagation may skip it."""
+    earliest = table.time + lag_low[table.compartment]
+    end = table.time + lag_high[table.compartment] + table.duration
+    return (table.amount > 0) & (earliest < t1) & (table.fresh | (end >= t0))
+
+
+def compact(table: DoseTable, mask: Bool[Array, " K"], slots: int) -> DoseTable:
+    """A table of ``slots`` slots holding the slots where ``mask`` holds (in their order), the rest
+    emptied (amount 0 delivers nothing). ``slots`` must be at least ``mask.sum()``; propagating the
+    compacted table costs ``slots`` dose terms per particle instead of K."""
+    order = jnp.argsort(~mask, stable=True)[:slots]
+    kept = mask[order]
+    return DoseTable(
+        time=table.time[order],
+        amount=jnp.where(kept, table.amount[order], 0.0),
+        duration=table.duration[order],
+        compartment=table.compartment[order],
+        fresh=table.fresh[order] & kept,
+        cursor=table.cursor,
+    )
 
 
 def concatenate_tables(first: DoseTable, second: DoseTable) -> DoseTable:

@@ -29,7 +29,8 @@ from .events import Steps
 from .model import Model
 from .residuals import LogNormal
 from .particle_filter import (  # same state layout, prior, occasions and prediction as the particle filter
-    ParticleState, _prepare, advance, forecast, initial_state, reading_weight, renew_occasions, step_occasion_starts,
+    ParticleState, _prepare, advance, dose_slots_needed, forecast, initial_state, reading_weight, renew_occasions,
+    step_occasion_starts,
 )
 from .simulate import predict_readings
 
@@ -43,8 +44,8 @@ class Options(NamedTuple):
     dtype: str = "float32"
 
 
-def _adjust_one(model: Model, state: ParticleState, step: Steps) -> ParticleState:
-    state = advance(model, state, step)
+def _adjust_one(model: Model, slots: int | None, state: ParticleState, step: Steps) -> ParticleState:
+    state = advance(model, state, step, slots)
     moved = state.amounts
     f_all = jax.vmap(lambda lp, x: predict_readings(model, model.parameters(lp), x))(state.log_params, moved)  # (N, A)
 
@@ -94,15 +95,17 @@ def _inflate(log_params, factor):
 
 
 @functools.lru_cache(maxsize=None)
-def _adjust_jit(model: Model, inflation: float, donate: bool = False):
-    def one(state, step):
-        if inflation != 1.0:  # inflate only before a real reading (never on padding/dose steps)
-            inflated = _inflate(state.log_params, inflation)
-            inflated = jnp.where(step.reading_valid, inflated, state.log_params)
-            state = state._replace(log_params=inflated, cache=_prepare(model, inflated))
-        return _adjust_one(model, state, step)
+def _inflate_jit(model: Model, inflation: float):
+    def one(state, step):  # inflate only before a real reading (never on padding/dose steps)
+        inflated = jnp.where(step.reading_valid, _inflate(state.log_params, inflation), state.log_params)
+        return state._replace(log_params=inflated, cache=_prepare(model, inflated))
 
-    return jax.jit(jax.vmap(one), donate_argnums=(0,) if donate else ())
+    return jax.jit(jax.vmap(one), donate_argnums=(0,))
+
+
+@functools.lru_cache(maxsize=None)
+def _adjust_jit(model: Model, slots: int | None, donate: bool = False):
+    return jax.jit(jax.vmap(functools.partial(_adjust_one, model, slots)), donate_argnums=(0,) if donate else ())
 
 
 def update(model: Model, options: Options, state: ParticleState, steps: Steps) -> ParticleState:
@@ -111,7 +114,11 @@ def update(model: Model, options: Options, state: ParticleState, steps: Steps) -
     for s in range(steps.dose_valid.shape[1]):
         step = steps.step(s)
         if step.dose_valid.any() or step.reading_valid.any():
-            state = _adjust_jit(model, float(options.inflation), owned)(state, Steps(*map(jnp.asarray, step)))
+            step = Steps(*map(jnp.asarray, step))
+            if options.inflation != 1.0:
+                state = _inflate_jit(model, float(options.inflation))(state if owned else jax.tree.map(jnp.copy, state), step)
+                owned = True
+            state = _adjust_jit(model, dose_slots_needed(model, state, step), owned)(state, step)
             owned = True
             if starts is not None:  # a new occasion: members' κ redrawn from N(0, σ²)
                 state = renew_occasions(model, state, np.flatnonzero(starts[:, s]), donate=True)

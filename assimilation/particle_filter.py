@@ -22,7 +22,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 from jaxtyping import Array, Bool, Float, Int
 
-from .dosing import DoseTable, concatenate_tables, empty_dose_table, record_dose, still_delivering
+from .dosing import DoseTable, compact, concatenate_tables, empty_dose_table, may_deliver, record_dose, still_delivering
 from .events import Steps, bucket
 from .model import Model
 from .occasions import last_dose_times, occasion_starts, with_fresh_kappa
@@ -157,14 +157,20 @@ def propagate_particles(model: Model, log_params, cache, amounts, t0, t1, doses)
     return jax.vmap(one)(log_params, cache, amounts)
 
 
-def _record(model: Model, state_doses: DoseTable, log_params, step: Steps):
-    """Record the step's dose; flag if it overwrites a slot whose drug has not fully arrived."""
-    slot = state_doses.cursor % state_doses.time.shape[-1]
+def lag_range(model: Model, log_params: Float[Array, "N p"]) -> tuple[Float[Array, " n"], Float[Array, " n"]]:
+    """Smallest and largest lag time (h) of each compartment over the particles (zeros without lag)."""
     if model.lag_time is None:
-        lag = jnp.zeros((log_params.shape[0], model.n_compartments), log_params.dtype)
-    else:
-        lag = jax.vmap(lambda lp: model.dose_attributes(model.parameters(lp), lp.dtype)[1])(log_params)
-    busy = jax.vmap(lambda l: still_delivering(state_doses, l, step.dose_time)[slot])(lag).any()
+        zeros = jnp.zeros(model.n_compartments, log_params.dtype)
+        return zeros, zeros
+    lag = jax.vmap(lambda lp: model.dose_attributes(model.parameters(lp), lp.dtype)[1])(log_params)
+    return lag.min(0), lag.max(0)
+
+
+def _record(state_doses: DoseTable, lag_high, step: Steps):
+    """Record the step's dose; flag if it overwrites a slot whose drug has not fully arrived
+    under some particle's lag (the latest lag is the one that delivers last)."""
+    slot = state_doses.cursor % state_doses.time.shape[-1]
+    busy = still_delivering(state_doses, lag_high, step.dose_time)[slot]
     table = record_dose(state_doses, step.dose_time, step.dose_amount, step.dose_duration, step.dose_compartment, step.dose_valid)
     return table, step.dose_valid & busy
 
@@ -179,13 +185,37 @@ def step_target_time(state_time, step: Steps):
     return jnp.maximum(target, state_time)
 
 
-def advance(model: Model, state: ParticleState, step: Steps):
-    """Record the step's dose and move every particle's amounts to the step's time.
-
-    Returns (state with new doses/amounts/time, whether the step did anything)."""
-    doses, lost = _record(model, state.doses, state.log_params, step)
+def _delivering(model: Model, state: ParticleState, step: Steps):
+    """(dose table with the step's dose recorded, whether that lost a dose, the step's target
+    time, which slots may deliver drug between the state's time and the target)."""
+    low, high = lag_range(model, state.log_params)
+    doses, lost = _record(state.doses, high, step)
     target = step_target_time(state.time, step)
-    moved = propagate_particles(model, state.log_params, state.cache, state.amounts, state.time, target, doses)
+    return doses, lost, target, may_deliver(doses, low, high, state.time, target)
+
+
+@functools.lru_cache(maxsize=None)
+def _delivering_count_jit(model: Model):
+    count = lambda state, step: _delivering(model, state, step)[3].sum()  # noqa: E731
+    return jax.jit(lambda state, step: jax.vmap(count)(state, step).max())
+
+
+def dose_slots_needed(model: Model, state: ParticleState, step: Steps) -> int:
+    """How many dose terms the step's propagation needs for every patient of the batch: 0, or
+    the next power of two ≥ the most slots delivering in any patient (at most K), so that a
+    kernel is compiled for a few sizes only. Most steps of a stream need 0 or 1 of the K: the
+    state was propagated past every dose that has finished delivering."""
+    count = int(_delivering_count_jit(model)(state, step))
+    return 0 if count == 0 else min(1 << (count - 1).bit_length(), state.doses.time.shape[-1])
+
+
+def advance(model: Model, state: ParticleState, step: Steps, slots: int | None = None):
+    """Record the step's dose and move every particle's amounts to the step's time.
+    ``slots``: propagate through only that many dose slots, those that may deliver in the
+    interval (see :func:`dose_slots_needed`); None: through all K."""
+    doses, lost, target, delivering = _delivering(model, state, step)
+    table = doses if slots is None else compact(doses, delivering, slots)
+    moved = propagate_particles(model, state.log_params, state.cache, state.amounts, state.time, target, table)
     active = step.reading_valid | step.dose_valid
     new = state._replace(
         amounts=jnp.where(active, moved, state.amounts),
@@ -196,9 +226,9 @@ def advance(model: Model, state: ParticleState, step: Steps):
     return new
 
 
-def _assimilate_one(model: Model, state: ParticleState, step: Steps):
+def _assimilate_one(model: Model, slots: int | None, state: ParticleState, step: Steps):
     """One step for one patient (state without the patient axis). No random numbers."""
-    state = advance(model, state, step)
+    state = advance(model, state, step, slots)
     log_lik = jax.vmap(
         lambda lp, x: reading_log_likelihood(model, model.parameters(lp), x, step.reading_analyte, step.reading_value, step.reading_censored)
     )(state.log_params, state.amounts)
@@ -215,8 +245,8 @@ def _assimilate_one(model: Model, state: ParticleState, step: Steps):
 
 
 @functools.lru_cache(maxsize=None)
-def _assimilate_jit(model: Model, donate: bool = False):
-    return jax.jit(jax.vmap(functools.partial(_assimilate_one, model)), donate_argnums=(0,) if donate else ())
+def _assimilate_jit(model: Model, slots: int | None = None, donate: bool = False):
+    return jax.jit(jax.vmap(functools.partial(_assimilate_one, model, slots)), donate_argnums=(0,) if donate else ())
 
 
 def assimilate(model: Model, state: ParticleState, step: Steps, donate: bool = False):
@@ -225,7 +255,8 @@ def assimilate(model: Model, state: ParticleState, step: Steps, donate: bool = F
     ``donate=True`` lets the kernel reuse ``state``'s buffers for the result (``state`` must
     not be used afterwards): :func:`update` does so for the states it made itself, so that a
     batch holds the caller's state and one working state, not a new copy per step."""
-    return _assimilate_jit(model, donate)(state, Steps(*map(jnp.asarray, step)))
+    step = Steps(*map(jnp.asarray, step))
+    return _assimilate_jit(model, dose_slots_needed(model, state, step), donate)(state, step)
 
 
 def _resample_one(model: Model, options: Options, state: ParticleState) -> ParticleState:
@@ -307,7 +338,7 @@ def _renew_jit(model: Model, donate: bool = False):
 def _padded_rows(rows: np.ndarray, n_rows: int):
     # 8, 32, 128, ... rows or all of them: few distinct shapes per batch size, so few
     # compilations (each costs seconds; a live service meets every combination sooner or later)
-    padded = np.full(min(bucket(len(rows), 8, factor=4), n_rows), n_rows, np.int32)
+    padded = np.full(min(bucket(len(rows), 8, factor=2), n_rows), n_rows, np.int32)
     padded[: len(rows)] = rows
     return jnp.asarray(padded)
 
