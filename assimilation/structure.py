@@ -129,8 +129,9 @@ class LinearCompartments:
         rates, V, V_inv = cache
         n = rates.shape[0]
         z = [jnp.exp(rates[j] * (t1 - t0)) * sum(V_inv[j, i] * amounts[i] for i in range(n)) for j in range(n)]
-        # The K dose slots and n modes are unrolled into scalar expressions: XLA fuses them into
-        # one loop over particles (arrays with tiny trailing axes vectorise poorly on CPU).
+        # The K dose slots and n modes are unrolled into scalar expressions (arrays with tiny
+        # trailing axes vectorise poorly on CPU). Filters pass only the slots that may deliver
+        # in [t0, t1) (dosing.compact), so K is usually 0 or 1 here.
         for k in range(doses.time.shape[-1]):
             compartment = doses.compartment[k]
             fresh, duration = doses.fresh[k], doses.duration[k]
