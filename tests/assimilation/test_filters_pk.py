@@ -136,7 +136,8 @@ def test_resample_move_keeps_the_posterior_and_restores_diversity(data, nuts_ref
     np.testing.assert_array_less(np.abs(quantiles - ref_quantiles), np.repeat(0.4 * sd[:, None], 2, axis=1))
     w = np.exp(before.log_weights.astype(np.float64))
     resampled_distinct = np.sum(1 - (1 - w / w.sum()) ** 300)  # expected distinct ancestors of a plain resample
-    assert len(np.unique(p.log_params, axis=0)) > 2 * resampled_distinct
+    # the moves win back at least half of the diversity that a plain resample would lose
+    assert len(np.unique(p.log_params, axis=0)) > resampled_distinct + 0.5 * (300 - resampled_distinct)
     assert 0.1 < acceptance[0] < 0.9
     # the amounts are those the moved parameters imply (a replay of the same history)
     from assimilation.simulate import amounts_at, dose_table_of
