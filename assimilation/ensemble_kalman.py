@@ -108,9 +108,10 @@ def _adjust_jit(model: Model, slots: int | None, donate: bool = False):
     return jax.jit(jax.vmap(functools.partial(_adjust_one, model, slots)), donate_argnums=(0,) if donate else ())
 
 
-def update(model: Model, options: Options, state: ParticleState, steps: Steps) -> ParticleState:
+def update(model: Model, options: Options, state: ParticleState, steps: Steps, donate: bool = False) -> ParticleState:
+    """Assimilate packed steps (P, S) step by step; ``donate`` as in :func:`particle_filter.update`."""
     starts = step_occasion_starts(model, state, steps)
-    owned = False  # the caller's state is never donated; the states made here are (see particle_filter.update)
+    owned = donate  # the caller's state only when given up; the states made here always
     for s in range(steps.dose_valid.shape[1]):
         step = steps.step(s)
         if step.dose_valid.any() or step.reading_valid.any():

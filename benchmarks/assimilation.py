@@ -104,7 +104,7 @@ def run_engine(method: str, model_name: str, n_patients: int, n_particles: int, 
         state = module.initial_state(model, options, means, keys)
         jax.block_until_ready(state)
         start = time.perf_counter()
-        state = module.update(model, options, state, steps)
+        state = module.update(model, options, state, steps, donate=True)  # the initial state is not needed again
         jax.block_until_ready(state)
         return time.perf_counter() - start, state
 

@@ -118,3 +118,24 @@ def test_too_many_overlapping_doses_are_refused_not_lost():
     with pytest.raises(ValueError, match="dose_slots=2"):
         online.update(posterior, infusions + [Reading(3.0, 5.0)])
     online.update(online.init(MODEL, {"WT": 70.0}, 0, 64, "pf", dose_slots=4), infusions + [Reading(3.0, 5.0)])
+
+
+@pytest.mark.parametrize("method", ["pf", "enkf"])
+def test_an_update_that_consumes_its_state_gives_the_same_result_and_spares_the_keys(method):
+    from assimilation import ensemble_kalman, particle_filter
+    from assimilation.events import pack_events
+    from assimilation.online import _patient_keys
+
+    module = {"pf": particle_filter, "enkf": ensemble_kalman}[method]
+    options = module.Options(n_particles=256)
+    means = np.repeat(np.log(MODEL.population.typical)[None], 4, axis=0)
+    steps = pack_events(MODEL, [events for _, events in PATIENTS], 4, np.float32)
+    keys = _patient_keys(0, 4)
+    kept = module.initial_state(MODEL, options, means, keys)
+    given_up = module.initial_state(MODEL, options, means, keys)
+    expected = module.update(MODEL, options, kept, steps)
+    result = module.update(MODEL, options, given_up, steps, donate=True)
+    for a, b in zip(jax.tree.leaves(result), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert np.asarray(kept.log_params).shape == (4, 256, MODEL.n_parameters)  # the caller's state is intact
+    assert np.asarray(keys).shape == (4, 2)  # the keys the states were made from are not donated
