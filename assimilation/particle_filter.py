@@ -200,11 +200,20 @@ def _delivering_count_jit(model: Model):
     return jax.jit(lambda state, step: jax.vmap(count)(state, step).max())
 
 
-def dose_slots_needed(model: Model, state: ParticleState, step: Steps) -> int:
+COMPACT_MIN_ROWS = 64
+"""Smallest batch whose steps propagate through the delivering dose slots only. Each slot
+count is a kernel of its own, compiled in seconds (tens of seconds for an ODE model); a batch
+smaller than this spends less time in a step than in a compile, so it keeps one kernel."""
+
+
+def dose_slots_needed(model: Model, state: ParticleState, step: Steps) -> int | None:
     """How many dose terms the step's propagation needs for every patient of the batch: 0, or
     the next power of two ≥ the most slots delivering in any patient (at most K), so that a
-    kernel is compiled for a few sizes only. Most steps of a stream need 0 or 1 of the K: the
-    state was propagated past every dose that has finished delivering."""
+    kernel is compiled for a few sizes only; None (all K slots) for a batch of fewer than
+    ``COMPACT_MIN_ROWS`` rows. Most steps of a stream need 0 or 1 of the K: the state was
+    propagated past every dose that has finished delivering."""
+    if state.time.shape[0] < COMPACT_MIN_ROWS:
+        return None
     count = int(_delivering_count_jit(model)(state, step))
     return 0 if count == 0 else min(1 << (count - 1).bit_length(), state.doses.time.shape[-1])
 

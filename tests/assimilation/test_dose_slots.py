@@ -13,6 +13,12 @@ from assimilation.events import Reading, pack_events
 from assimilation.online import _patient_keys
 
 
+@pytest.fixture(autouse=True)
+def compact_every_batch(monkeypatch):
+    """The compaction is tested on small batches, which by default keep one all-slots kernel."""
+    monkeypatch.setattr(pf, "COMPACT_MIN_ROWS", 1)
+
+
 def _rates(p):
     return jnp.array([[-p["ka"], 0.0], [p["ka"], -p["CL"] / p["V"]]])
 
@@ -94,3 +100,14 @@ def test_a_slot_is_counted_while_any_particle_may_still_receive_it():
     assert pf.dose_slots_needed(model, state, reading_at(late + 0.01)) == 1
     state, _ = pf._assimilate_jit(model, 1)(state, reading_at(late + 0.01))  # past every particle's arrival
     assert pf.dose_slots_needed(model, state, reading_at(late + 5.0)) == 0
+
+
+def test_a_small_batch_keeps_the_one_kernel_through_all_slots(monkeypatch):
+    monkeypatch.setattr(pf, "COMPACT_MIN_ROWS", 64)
+    model = MODELS["exact"]
+    rows = {63: None, 64: 1}  # rows -> slots needed by a step with one delivering dose
+    for n_rows, expected in rows.items():
+        means = np.repeat(np.log(model.population.typical)[None], n_rows, axis=0)
+        state = pf.initial_state(model, pf.Options(n_particles=16), means, _patient_keys(0, n_rows))
+        step = jax.tree.map(jnp.asarray, pack_events(model, [[Dose(0.0, 300.0, "central"), Reading(1.0, 5.0)]] * n_rows, n_rows, np.float32).step(0))
+        assert pf.dose_slots_needed(model, state, step) == expected
