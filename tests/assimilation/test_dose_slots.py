@@ -7,10 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from assimilation import Additive, Analyte, Dose, LinearCompartments, Model, OdeCompartments, Population
+from assimilation import Dose, LinearCompartments, OdeCompartments
 from assimilation import particle_filter as pf
 from assimilation.events import Reading, pack_events
 from assimilation.online import _patient_keys
+
+from .test_structure import _lagged_oral_model, _rates
 
 
 @pytest.fixture(autouse=True)
@@ -19,26 +21,9 @@ def compact_every_batch(monkeypatch):
     monkeypatch.setattr(pf, "COMPACT_MIN_ROWS", 1)
 
 
-def _rates(p):
-    return jnp.array([[-p["ka"], 0.0], [p["ka"], -p["CL"] / p["V"]]])
-
-
-def _model(dynamics):
-    return Model(
-        name="lagged-uncertain",
-        # tlag has between-patient variability, so each particle has its own lag time
-        population=Population(("ka", "CL", "V", "F", "tlag"), np.array([1.2, 3.0, 30.0, 0.7, 0.75]), np.diag([0.1, 0.1, 0.1, 0.0, 0.3])),
-        dynamics=dynamics,
-        compartments=("depot", "central"),
-        analytes=(Analyte("c", lambda p, x: x[1] / p["V"], Additive(0.5)),),
-        bioavailability=lambda p: jnp.stack([p["F"], 1.0]),
-        lag_time=lambda p: jnp.stack([p["tlag"], 0.0]),
-    )
-
-
-MODELS = {
-    "exact": _model(LinearCompartments(2, _rates)),
-    "ode": _model(OdeCompartments(2, lambda t, x, p: _rates(p) @ x, rtol=1e-7, atol=1e-7)),
+MODELS = {  # tlag has between-patient variability, so each particle has its own lag time
+    "exact": _lagged_oral_model(LinearCompartments(2, _rates), tlag_variance=0.3),
+    "ode": _lagged_oral_model(OdeCompartments(2, lambda t, x, p: _rates(p) @ x, rtol=1e-7, atol=1e-7), tlag_variance=0.3),
 }
 
 EVENTS = [

@@ -57,10 +57,13 @@ def test_exact_linear_solution_matches_solve_ivp(case):
     np.testing.assert_allclose(ours, reference, rtol=1e-7, atol=1e-7)
 
 
-def _lagged_oral_model(dynamics):
+def _lagged_oral_model(dynamics, tlag_variance: float = 0.0):
+    """Oral 1-compartment model with bioavailability and a depot lag time; ``tlag_variance`` > 0
+    gives each particle its own lag."""
     return Model(
-        name="lagged",
-        population=Population(("ka", "CL", "V", "F", "tlag"), np.array([1.2, 3.0, 30.0, 0.7, 0.75]), np.diag([0.1, 0.1, 0.1, 0.0, 0.0])),
+        name="lagged" if tlag_variance == 0 else "lagged-uncertain",
+        population=Population(("ka", "CL", "V", "F", "tlag"), np.array([1.2, 3.0, 30.0, 0.7, 0.75]),
+                              np.diag([0.1, 0.1, 0.1, 0.0, tlag_variance])),
         dynamics=dynamics,
         compartments=("depot", "central"),
         analytes=(Analyte("c", lambda p, x: x[1] / p["V"], Additive(0.5)),),
