@@ -44,8 +44,22 @@ class Options(NamedTuple):
     dtype: str = "float32"
 
 
+def _replace_failed(state: ParticleState) -> ParticleState:
+    """Members whose ODE solve failed (non-finite amounts) become copies of successful ones, in
+    turn: the particle filter gives such a member zero weight, which for equal-weight members
+    is the same as resampling it away. (If every member failed, the ensemble stays non-finite.)"""
+    ok = jnp.all(jnp.isfinite(state.amounts), axis=1)
+    members = jnp.arange(ok.shape[0])
+    donors = jnp.argsort(~ok, stable=True)  # successful members first, in order
+    source = jnp.where(ok, members, donors[members % jnp.maximum(ok.sum(), 1)])
+    return state._replace(log_params=state.log_params[source], amounts=state.amounts[source],
+                          cache=jax.tree.map(lambda leaf: leaf[source], state.cache))
+
+
 def _adjust_one(model: Model, slots: int | None, state: ParticleState, step: Steps) -> ParticleState:
     state = advance(model, state, step, slots)
+    if model.dynamics.may_fail:
+        state = _replace_failed(state)
     moved = state.amounts
     f_all = jax.vmap(lambda lp, x: predict_readings(model, model.parameters(lp), x))(state.log_params, moved)  # (N, A)
 

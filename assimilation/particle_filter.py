@@ -241,6 +241,7 @@ def _assimilate_one(model: Model, slots: int | None, state: ParticleState, step:
     log_lik = jax.vmap(
         lambda lp, x: reading_log_likelihood(model, model.parameters(lp), x, step.reading_analyte, step.reading_value, step.reading_censored)
     )(state.log_params, state.amounts)
+    log_lik = jnp.where(jnp.isnan(log_lik), -jnp.inf, log_lik)  # a failed ODE solve drops its particle
     weight, last_reading = reading_weight(model, state.last_reading, step)
     unnormalised = state.log_weights + weight * log_lik
     increment = logsumexp(unnormalised)  # log p(y | past), since weights were normalised

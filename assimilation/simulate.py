@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +12,7 @@ from jaxtyping import Array, Float
 from .dosing import Dose, DoseTable
 from .model import Model
 
-__all__ = ["amounts_at", "dose_table_of", "predict_readings"]
+__all__ = ["Course", "amounts_after", "amounts_at", "dose_table_of", "predict_readings"]
 
 
 def dose_table_of(model: Model, doses: Sequence[Dose], slots: int | None = None, dtype=jnp.float32) -> DoseTable:
@@ -33,19 +33,34 @@ def dose_table_of(model: Model, doses: Sequence[Dose], slots: int | None = None,
 
 def amounts_at(model: Model, log_params: Float[Array, " p"], doses: DoseTable, times: Float[Array, " T"]) -> Float[Array, "T n"]:
     """Compartment amounts at increasing ``times`` (left limits) starting empty before any dose."""
+    start = jnp.minimum(times[0], jnp.min(jnp.where(doses.amount > 0, doses.time, times[0])))
+    x0 = jnp.zeros(model.n_compartments, times.dtype)
+    return amounts_after(model, log_params, Course(x0, start, doses), times)[1]
+
+
+class Course(NamedTuple):
+    """Where a simulated course stands: amounts at a time, and the doses still to act on it
+    (their fresh flags spent once the first step has taken them in)."""
+
+    amounts: Float[Array, " n"]
+    time: Float[Array, ""]
+    doses: DoseTable
+
+
+def amounts_after(
+    model: Model, log_params: Float[Array, " p"], course: Course, times: Float[Array, " T"]
+) -> tuple[Course, Float[Array, "T n"]]:
+    """Amounts at increasing ``times`` from ``course``, and the course at the last time: a long
+    time grid can be computed in fixed-size pieces with the same result."""
     params = model.parameters(log_params)
     cache = model.dynamics.prepare(params)
     F, lag = model.dose_attributes(params, times.dtype)
-    start = jnp.minimum(times[0], jnp.min(jnp.where(doses.amount > 0, doses.time, times[0])))
 
-    def advance(carry, t1):
-        x, t0, table = carry
-        x = model.dynamics.propagate(params, cache, x, t0, t1, table, F, lag)
-        return (x, t1, table._replace(fresh=jnp.zeros_like(table.fresh))), x
+    def advance(course, t1):
+        x = model.dynamics.propagate(params, cache, course.amounts, course.time, t1, course.doses, F, lag)
+        return Course(x, t1, course.doses._replace(fresh=jnp.zeros_like(course.doses.fresh))), x
 
-    x0 = jnp.zeros(model.n_compartments, times.dtype)
-    _, xs = jax.lax.scan(advance, (x0, start, doses), times)
-    return xs
+    return jax.lax.scan(advance, course, times)
 
 
 def predict_readings(model: Model, params: dict, amounts: Float[Array, " n"]) -> Float[Array, " A"]:

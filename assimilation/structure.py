@@ -21,7 +21,7 @@ Two interchangeable paths implement the :class:`Dynamics` protocol:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple, Protocol
+from typing import Any, Callable, ClassVar, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +36,8 @@ Parameters = dict  # name -> scalar (natural units) for one particle
 
 class Dynamics(Protocol):
     n_compartments: int
+    may_fail: ClassVar[bool]
+    """True when ``propagate`` can return non-finite amounts (a numerical solve that failed)."""
 
     def prepare(self, params: Parameters) -> Any:
         """Per-parameter-vector cache (e.g. an eigendecomposition); recomputed when θ changes."""
@@ -111,6 +113,7 @@ class LinearCompartments:
         LinearCompartments(2, lambda p: jnp.array([[-p["ka"], 0.0], [p["ka"], -p["CL"] / p["V"]]]))
     """
 
+    may_fail: ClassVar[bool] = False
     n_compartments: int
     rate_matrix: Callable[[Parameters], Float[Array, "n n"]]
     cache_modes: bool | None = None
@@ -177,8 +180,13 @@ class OdeCompartments:
     between input breakpoints; ``rtol``/``atol`` set the adaptive step controller.
 
     The vector field must not include the dosing input u(t): doses are added by the framework.
+    A solve that fails (more than ``max_steps`` steps) gives NaN amounts rather than raising:
+    the particle filter drops such a particle, and a batch of patients is never stopped by one
+    (a raising solve also puts a host callback in every kernel, which keeps it out of the
+    persistent compilation cache).
     """
 
+    may_fail: ClassVar[bool] = True
     n_compartments: int
     vector_field: Callable[[Any, Float[Array, " n"], Parameters], Float[Array, " n"]]
     rtol: float = 1e-6
@@ -233,11 +241,12 @@ class OdeCompartments:
             else:  # every save time, clipped into the segment; only those inside (lo, hi] are kept
                 saveat = diffrax.SaveAt(ts=jnp.clip(times, lo, end), t1=True)
             solution = diffrax.diffeqsolve(term, solver, lo, end, None, x, infusion, stepsize_controller=controller,
-                                           max_steps=self.max_steps, saveat=saveat)
-            x_next = jnp.where(hi > lo, solution.ys[-1], x)
+                                           max_steps=self.max_steps, saveat=saveat, throw=False)
+            ys = jnp.where(solution.result == diffrax.RESULTS.successful, solution.ys, jnp.nan)
+            x_next = jnp.where(hi > lo, ys[-1], x)
             if times is not None:
                 inside = (times > lo) & (times <= hi) & (hi > lo)
-                saved = jnp.where(inside[:, None], solution.ys[:-1], saved)
+                saved = jnp.where(inside[:, None], ys[:-1], saved)
             return (x_next, saved), None
 
         initial = None if times is None else jnp.broadcast_to(amounts, (times.shape[0], amounts.shape[0]))  # times == t0: x(t0)

@@ -85,23 +85,29 @@ BINDINGS: dict[str, LibraryBinding] = {
 }
 
 
-def _bucket(n: int) -> int:
-    """Pad lengths to powers of two so the jitted forward model compiles a few shapes only."""
-    return 1 << max(3, (max(n, 1) - 1).bit_length())
+# Fixed shapes, so that the jitted forward model compiles once per model: times go through it in
+# pieces of _TIME_PIECE, and dose tables are padded to powers of two of at least _MIN_SLOTS.
+_TIME_PIECE = 1024
+_MIN_SLOTS = 16
+
+
+def _slots(n: int) -> int:
+    return max(_MIN_SLOTS, 1 << (max(n, 1) - 1).bit_length())
 
 
 @functools.cache
 def _forward():
-    """The jitted forward model: log-parameters, dose table, times (h) -> (T, A) analyte values."""
+    """The jitted forward model: log-parameters, course, times (h) -> (course at the last time,
+    (T, A) analyte values)."""
     import jax
 
-    from assimilation.simulate import amounts_at, predict_readings
+    from assimilation.simulate import amounts_after, predict_readings
 
     @functools.partial(jax.jit, static_argnums=0)
-    def forward(model, log_params, table, times_h):
-        amounts = amounts_at(model, log_params, table, times_h)
+    def forward(model, log_params, course, times_h):
+        course, amounts = amounts_after(model, log_params, course, times_h)
         params = model.parameters(log_params)
-        return jax.vmap(lambda x: predict_readings(model, params, x))(amounts)
+        return course, jax.vmap(lambda x: predict_readings(model, params, x))(amounts)
 
     return forward
 
@@ -167,23 +173,31 @@ class LibraryTruthModel:
         import jax.numpy as jnp
 
         from assimilation import Dose
-        from assimilation.simulate import dose_table_of
+        from assimilation.simulate import Course, dose_table_of
 
         times = np.asarray(times, dtype=float)
         given = [d for d in doses if d.given]
         origin = min([float(times.min())] + [d.t for d in given]) if len(times) else 0.0
         order = np.argsort(times, kind="stable")
-        padded = np.full(_bucket(len(times)), times[order][-1] if len(times) else origin)
+        pieces = max(1, -(-len(times) // _TIME_PIECE))
+        padded = np.full(pieces * _TIME_PIECE, times[order][-1] if len(times) else origin)
         padded[: len(times)] = times[order]
         table = dose_table_of(
             self.model,
             [Dose((d.t - origin) / 3600.0, d.amount_mg, self.model.dose_compartment, d.duration_s / 3600.0) for d in given],
-            slots=_bucket(len(given)),
+            slots=_slots(len(given)),
         )
         # κ = 0: a virtual patient keeps its parameters across occasions (no IOV in the truth)
         log_params = jnp.log(jnp.asarray([parameters[n] for n in self.model.population.names], jnp.float32))
         log_params = jnp.concatenate([log_params, jnp.zeros(self.model.n_parameters - log_params.size, jnp.float32)])
-        values = np.asarray(_forward()(self.model, log_params, table, jnp.asarray((padded - origin) / 3600.0, jnp.float32)))
+        # the course starts empty at the origin (the first time or dose), as in `amounts_at`
+        course = Course(jnp.zeros(self.model.n_compartments, jnp.float32), jnp.float32(0.0), table)
+        hours = jnp.asarray((padded - origin) / 3600.0, jnp.float32).reshape(pieces, _TIME_PIECE)
+        values = []
+        for piece in hours:
+            course, piece_values = _forward()(self.model, log_params, course, piece)
+            values.append(np.asarray(piece_values))
+        values = np.concatenate(values)
         out = {}
         for code, column in self._columns.items():
             column_values = np.empty(len(times))

@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     stale_check_s: float = Field(
         60.0, ge=0, description="How often silent sensors are checked against the wall clock, s (0: only when data arrive)."
     )
+    jax_compilation_cache: bool = Field(
+        True, description="Keep compiled XLA programs in <data_dir>/jax-cache, so that a restart does not compile "
+        "the filter and policy kernels again (a cold start compiles for about a minute on 2 cores)."
+    )
     publish_alerts: bool = Field(True, description="Publish alerts on mipd/v1/team/{team}/alert (MQTT, QoS 1).")
     publish_sample_requests: bool = Field(
         True, description="Send next-sample suggestions to enrolled point-of-care meters on mipd/v1/dev/{device}/schedule."
@@ -117,6 +121,10 @@ class Settings(BaseSettings):
     @property
     def registry_path(self) -> Path:
         return (self.shared_dir or self.data_dir) / "registry.sqlite"
+
+    @property
+    def jax_cache_dir(self) -> Path:
+        return self.data_dir / "jax-cache"
 
     @property
     def spool_dir(self) -> Path:

@@ -30,6 +30,20 @@ def open_store(settings: Settings) -> Store:
     )
 
 
+def use_compilation_cache(settings: Settings) -> None:
+    """Point JAX's persistent compilation cache at the data directory (``jax_compilation_cache``).
+
+    The cache key covers the program, its shapes, the jax version and the CPU, so a stale entry
+    is never used; a restarted service loads its kernels instead of compiling them again."""
+    if not settings.jax_compilation_cache:
+        return
+    import jax
+
+    settings.jax_cache_dir.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(settings.jax_cache_dir))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def open_registry(settings: Settings) -> Registry:
     return Registry(settings.registry_path)
 

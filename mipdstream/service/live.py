@@ -14,7 +14,7 @@ import uvicorn
 
 from ingest.broker import free_port
 from mipdstream.config import Settings
-from mipdstream.runtime import IngestService, ingest_service
+from mipdstream.runtime import IngestService, ingest_service, use_compilation_cache
 from mipdstream.service.alert_publisher import AlertPublisher
 from mipdstream.service.assimilator import Assimilator, Evaluator, FilterSettings, Timing
 from mipdstream.service.metrics import ServiceMetrics
@@ -111,6 +111,7 @@ def _sample_requests(settings: Settings, url: str, registry, db: ServiceDB, eval
 @contextlib.contextmanager
 def live_service(settings: Settings, evaluator: Evaluator | None = None, serve_http: bool = True) -> Iterator[LiveService]:
     """Start everything; on exit stop ingest first, then checkpoint every posterior."""
+    use_compilation_cache(settings)
     with ingest_service(settings, start=False) as ingest:
         db = ServiceDB(settings.service_db_path)
         metrics = ServiceMetrics()
@@ -158,6 +159,7 @@ def assimilation_worker(settings: Settings, evaluator: Evaluator | None = None) 
     from ingest.mqtt import connect
     from mipdstream.runtime import open_registry, open_store
 
+    use_compilation_cache(settings)
     index, count = settings.shard_index, settings.shard_count
     store = open_store(settings)
     db = ServiceDB(settings.service_db_path)

@@ -116,3 +116,32 @@ def test_library_vancomycin_patient_decides_the_biosensor_lag_ratio_and_gain(lib
     assert sensor["params"]["lag_tau_s"] == pytest.approx(3600.0 / patient.parameters["keo"])
     assert sensor["params"]["isf_ratio"] == pytest.approx(patient.parameters["R_isf"])
     assert sensor["calibration"]["gain"] == pytest.approx(patient.parameters["bias"])
+
+
+@pytest.mark.parametrize("name", ["vancomycin", "warfarin_hamberg"])
+def test_library_model_computed_in_pieces_equals_one_pass(name):
+    """The simulator runs long time grids through its jitted forward model in fixed-size pieces
+    (one compiled shape per model); the pieces must join up exactly as one pass of `amounts_at`."""
+    import jax.numpy as jnp
+
+    from assimilation import Dose
+    from assimilation.simulate import amounts_at, dose_table_of, predict_readings
+
+    model = truth_model(name)
+    covariates = model.sample_covariates(np.random.default_rng(4))
+    parameters = model.sample_parameters(covariates, np.random.default_rng(5))
+    scheduled = model.regimen(covariates, T0, T0 + 10 * 86400.0)
+    doses = [AdministeredDose(s, s.t, s.duration_s, True) for s in scheduled]
+    times = T0 + np.linspace(0.0, 10 * 86400.0, 2500)  # three pieces
+    ours = model.trajectories(parameters, covariates, doses, times)[model.plasma_analyte]
+
+    library = model.model
+    log_params = jnp.log(jnp.asarray([parameters[n] for n in library.population.names], jnp.float32))
+    log_params = jnp.concatenate([log_params, jnp.zeros(library.n_parameters - log_params.size, jnp.float32)])
+    table = dose_table_of(library, [Dose((d.t - T0) / 3600.0, d.amount_mg, library.dose_compartment, d.duration_s / 3600.0)
+                                    for d in doses])
+    amounts = amounts_at(library, log_params, table, jnp.asarray((times - T0) / 3600.0, jnp.float32))
+    column = [a.name.lower() for a in library.analytes].index(next(k for k, v in model.binding.analyte_codes.items()
+                                                                     if v == model.plasma_analyte))
+    reference = np.array([predict_readings(library, library.parameters(log_params), x)[column] for x in amounts])
+    np.testing.assert_allclose(ours, np.maximum(reference, 0.0), rtol=1e-4, atol=1e-4)  # float32 sums
