@@ -96,6 +96,8 @@ def test_demo_runs_on_the_embedded_default(tmp_path):
     assert int(numbers["stored readings"]) > 1000 and int(numbers["assimilated"]) > 100, last
     assert "invalid_field" in out  # the faulty device was told why
     assert "ALERT" in out  # the policy raised at least one alert while the demo ran
+    # the compiled kernels were kept for the next start (MIPD_JAX_COMPILATION_CACHE)
+    assert len(list((tmp_path / "jax-cache").iterdir())) >= 5
 
 
 def test_grafana_provisioning_points_at_the_influxdb_datasource():
