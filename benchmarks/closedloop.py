@@ -479,7 +479,9 @@ def rows_of(arm: str, truth_name: str, result: ArmResult, seed: int) -> list[dic
     for d, day in enumerate(DAYS):
         auc = result.auc[:, d]
         counts = {"in_range": int(np.sum((auc >= LOW) & (auc <= HIGH))), "above_600": int(np.sum(auc > HIGH)), "below_400": int(np.sum(auc < LOW))}
-        row = {"arm": arm, "truth_model": truth_name, "controller_model": CONTROLLER, "misspecified": truth_name != CONTROLLER,
+        row = {"arm": arm, "truth_model": truth_name, "controller_model": CONTROLLER,
+               # misspecified: the truth's parameters are not drawn from the controller's population
+               "misspecified": load_model(truth_name).population is not load_model(CONTROLLER).population,
                "day": day, "patients": n}
         for key, k in counts.items():
             row[key] = k / n
@@ -567,7 +569,7 @@ def check_targets(rows: list[dict]) -> list[str]:
 
 
 def main(argv=None) -> list[dict]:
-    global TOXICITY_WEIGHT
+    global TOXICITY_WEIGHT, CONTROLLER
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100 patients (unless --patients), 500 particles, misspecified truth only")
     parser.add_argument("--truth", nargs="+", default=None,
@@ -577,10 +579,12 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--decision-particles", type=int, default=128)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--toxicity-weight", type=float, default=TOXICITY_WEIGHT, help="lambda in the filter's utility P(in) - lambda P(>600)")
+    parser.add_argument("--controller", default=CONTROLLER,
+                        help="the model-based arms' model: a library name or a model file (e.g. benchmarks/models/vancomycin_poc_error.py)")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    TOXICITY_WEIGHT = args.toxicity_weight
+    TOXICITY_WEIGHT, CONTROLLER = args.toxicity_weight, args.controller
     _decide_jit.cache_clear()
     patients = args.patients or (100 if args.quick else 500)
     args.truth = args.truth or ([TRUTHS[0]] if args.quick else list(TRUTHS))

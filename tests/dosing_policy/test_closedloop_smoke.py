@@ -116,3 +116,17 @@ def test_point_decision_matches_a_simulation_of_the_chosen_regimen(cl, cohort):
         # no other candidate is better by the simulated loss (up to the 0.5 h grid's trapezoid error)
         others = [loss(i, r)[0] for r in cl.candidates(12.0, cl.SENSOR_STARTS)[::7]]
         assert best <= min(others) + 0.02 * 500.0
+
+
+def test_a_controller_variant_of_the_truths_population_counts_as_well_specified(cl, monkeypatch):
+    """`--controller benchmarks/models/vancomycin_poc_error.py`: Goti's population with a
+    point-of-care plasma error; a Goti truth is then well-specified, a Thomson truth is not."""
+    variant = ROOT / "benchmarks" / "models" / "vancomycin_poc_error.py"
+    model, goti = load_model(variant), load_model("vancomycin")
+    assert model.population is goti.population and model.analytes[1] == goti.analytes[1]
+    sd = lambda m, c: m.analytes[0].error.variance(c) ** 0.5
+    assert sd(model, 15.0) < 0.5 * sd(goti, 15.0)  # at a typical trough: 1.6 vs 4.8 mg/L
+    monkeypatch.setattr(cl, "CONTROLLER", str(variant))
+    result = cl.ArmResult(np.full((2, 3), 500.0), [[]] * 2, np.zeros(2, int), np.zeros(2, int), np.zeros(2, int))
+    assert [r["misspecified"] for r in cl.rows_of("map", "vancomycin", result, 0)] == [False] * 3
+    assert [r["misspecified"] for r in cl.rows_of("map", "vancomycin_thomson", result, 0)] == [True] * 3
