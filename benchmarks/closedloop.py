@@ -92,7 +92,7 @@ from assimilation.events import Reading  # noqa: E402
 from assimilation.online import init, update  # noqa: E402
 from assimilation.models.vancomycin import sensor_gain  # noqa: E402
 from assimilation.parameters import prior_mean  # noqa: E402
-from assimilation.simulate import amounts_at  # noqa: E402
+from assimilation.simulate import Course, amounts_after  # noqa: E402
 from device_simulators.covariates import sample_ward_patient  # noqa: E402
 from dosing_policy import Grid, Regimen, RegimenSpace, candidate_regimens  # noqa: E402
 from dosing_policy.forecast import linear_functional_modal, plan_regimens, shape_steps  # noqa: E402
@@ -116,6 +116,7 @@ LOADS = tuple(float(a) for a in range(1000, 3001, 250))
 UTILITY_WEIGHTS = (1.0, 0.5)  # today, tomorrow
 TOXICITY_WEIGHT = 0.0  # pure P(400 <= AUC <= 600): FIELD-NOTES "Dosing decisions"; lambda = 1 pushed doses low here (report)
 DISCOUNT = 0.98  # Liu-West discount of the filter (engine default)
+TRUTH_CL_DAY_SD = 0.0  # --truth-cl-day-sd: SD of log CL between calendar days in the truth (0: constant)
 TIE_BREAK = 1e-3  # weight of the expected relative distance to 500 mg*h/L in the filter's utility
 
 STEP = 0.5
@@ -142,6 +143,7 @@ class Cohort(NamedTuple):
     isf_keep: np.ndarray  # (P, len(SIM_TIMES)) reading not lost
     isf_spike: np.ndarray  # (P, len(SIM_TIMES)) spike size (0 = none)
     isf_offset: np.ndarray  # (P,)
+    cl_day_z: np.ndarray  # (P, 3) standard normals: the truth's CL on each day (--truth-cl-day-sd)
 
 
 def make_cohort(n: int, seed: int, truths) -> Cohort:
@@ -167,7 +169,8 @@ def make_cohort(n: int, seed: int, truths) -> Cohort:
     keep &= SIM_TIMES[None, :] >= ISF["warmup"] - 1e-9
     spike = np.where(rng.random((n, T)) < ISF["spike_p"], rng.exponential(ISF["spike_scale"], (n, T)) * rng.choice([-1.0, 1.0], (n, T)), 0.0)
     offset = rng.normal(0.0, ISF["offset_sd"], n)
-    return Cohort(covariates, {k: truth[k] for k in truths}, level_z, isf_z, keep, spike, offset)
+    cl_day_z = rng.standard_normal((n, len(DAYS)))
+    return Cohort(covariates, {k: truth[k] for k in truths}, level_z, isf_z, keep, spike, offset, cl_day_z)
 
 
 # ----------------------------------------------------------------------------- truth simulation
@@ -186,20 +189,42 @@ def dose_tables(model, doses_per_patient, slots: int = DOSE_SLOTS) -> DoseTable:
 
 
 @functools.lru_cache(maxsize=None)
-def _truth_jit(model):
-    def one(lp, table, times):
-        x = amounts_at(model, lp, table, times)
-        p = model.parameters(lp)
-        return x[:, 0] / p["V1"], x[:, 2]  # plasma mg/L, ISF effect compartment mg/L
+def _truth_jit(model, days: int):
+    """Plasma and ISF on SIM_TIMES; log-parameters (days, p): one set for the whole course, or
+    one per calendar day (the course continues across midnight with the next day's set)."""
+    per_day = int(round(24.0 / SIM_STEP))
+    cuts = [0] + [d * per_day for d in range(1, days)] + [len(SIM_TIMES)]
+
+    def one(lp_days, table, times):
+        course = Course(jnp.zeros(model.n_compartments, times.dtype), times[0], table)
+        plasma, isf = [], []
+        for d in range(days):
+            course, x = amounts_after(model, lp_days[d], course, times[cuts[d]:cuts[d + 1]])
+            plasma.append(x[:, 0] / model.parameters(lp_days[d])["V1"])
+            isf.append(x[:, 2])
+        return jnp.concatenate(plasma), jnp.concatenate(isf)  # mg/L; ISF effect compartment mg/L
 
     return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
 
 
 def simulate_truth(model, log_params, doses_per_patient):
-    """True plasma and ISF concentrations (P, T) on SIM_TIMES given the doses so far."""
-    plasma, isf = _truth_jit(model)(jnp.asarray(log_params, jnp.float32), dose_tables(model, doses_per_patient),
-                                    jnp.asarray(SIM_TIMES, jnp.float32))
+    """True plasma and ISF concentrations (P, T) on SIM_TIMES given the doses so far;
+    ``log_params`` (P, p), or (P, 3, p) for parameters that change from day to day."""
+    log_params = np.asarray(log_params, np.float32)
+    daily = log_params if log_params.ndim == 3 else log_params[:, None, :]
+    plasma, isf = _truth_jit(model, daily.shape[1])(jnp.asarray(daily), dose_tables(model, doses_per_patient),
+                                                    jnp.asarray(SIM_TIMES, jnp.float32))
     return np.asarray(plasma, np.float64), np.asarray(isf, np.float64)
+
+
+def truth_parameters(truth, cohort: Cohort, truth_name: str):
+    """The truth's log-parameters: (P, p), or (P, 3, p) when its CL varies from day to day."""
+    log_params = cohort.truth_log_params[truth_name]
+    if TRUTH_CL_DAY_SD == 0:
+        return log_params
+    shift = np.zeros((*cohort.cl_day_z.shape, log_params.shape[1]))
+    shift[..., list(truth.population.names).index("CL")] = TRUTH_CL_DAY_SD * cohort.cl_day_z
+    return log_params[:, None, :] + shift
 
 
 def daily_auc(plasma: np.ndarray) -> np.ndarray:
@@ -381,8 +406,8 @@ class ArmResult(NamedTuple):
 def run_arm(arm: str, truth_name: str, cohort: Cohort, seed: int, n_particles: int, decision_particles: int, log=print) -> ArmResult:
     truth = load_model(truth_name)
     model = load_model(CONTROLLER)
-    truth_lp = cohort.truth_log_params[truth_name]
-    truth_bias = np.exp(truth_lp[:, list(truth.population.names).index("bias")])
+    truth_lp = truth_parameters(truth, cohort, truth_name)
+    truth_bias = np.exp(cohort.truth_log_params[truth_name][:, list(truth.population.names).index("bias")])
     P = len(cohort.covariates)
     doses = [[] for _ in range(P)]
     levels = np.zeros(P, int)
@@ -480,8 +505,9 @@ def rows_of(arm: str, truth_name: str, result: ArmResult, seed: int) -> list[dic
         auc = result.auc[:, d]
         counts = {"in_range": int(np.sum((auc >= LOW) & (auc <= HIGH))), "above_600": int(np.sum(auc > HIGH)), "below_400": int(np.sum(auc < LOW))}
         row = {"arm": arm, "truth_model": truth_name, "controller_model": CONTROLLER,
-               # misspecified: the truth's parameters are not drawn from the controller's population
-               "misspecified": load_model(truth_name).population is not load_model(CONTROLLER).population,
+               # misspecified: the truth's parameters are not drawn from the controller's population, or vary by day
+               "misspecified": load_model(truth_name).population is not load_model(CONTROLLER).population or TRUTH_CL_DAY_SD > 0,
+               "truth_cl_day_sd": TRUTH_CL_DAY_SD,
                "day": day, "patients": n}
         for key, k in counts.items():
             row[key] = k / n
@@ -569,7 +595,7 @@ def check_targets(rows: list[dict]) -> list[str]:
 
 
 def main(argv=None) -> list[dict]:
-    global TOXICITY_WEIGHT, CONTROLLER
+    global TOXICITY_WEIGHT, CONTROLLER, TRUTH_CL_DAY_SD
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100 patients (unless --patients), 500 particles, misspecified truth only")
     parser.add_argument("--truth", nargs="+", default=None,
@@ -581,10 +607,12 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--toxicity-weight", type=float, default=TOXICITY_WEIGHT, help="lambda in the filter's utility P(in) - lambda P(>600)")
     parser.add_argument("--controller", default=CONTROLLER,
                         help="the model-based arms' model: a library name or a model file (e.g. benchmarks/models/vancomycin_poc_error.py)")
+    parser.add_argument("--truth-cl-day-sd", type=float, default=TRUTH_CL_DAY_SD,
+                        help="within-patient variability the controllers do not model: SD of log CL between days")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    TOXICITY_WEIGHT, CONTROLLER = args.toxicity_weight, args.controller
+    TOXICITY_WEIGHT, CONTROLLER, TRUTH_CL_DAY_SD = args.toxicity_weight, args.controller, args.truth_cl_day_sd
     _decide_jit.cache_clear()
     patients = args.patients or (100 if args.quick else 500)
     args.truth = args.truth or ([TRUTHS[0]] if args.quick else list(TRUTHS))

@@ -130,3 +130,27 @@ def test_a_controller_variant_of_the_truths_population_counts_as_well_specified(
     result = cl.ArmResult(np.full((2, 3), 500.0), [[]] * 2, np.zeros(2, int), np.zeros(2, int), np.zeros(2, int))
     assert [r["misspecified"] for r in cl.rows_of("map", "vancomycin", result, 0)] == [False] * 3
     assert [r["misspecified"] for r in cl.rows_of("map", "vancomycin_thomson", result, 0)] == [True] * 3
+
+
+def test_a_truth_whose_cl_varies_by_day_is_one_continuous_course(cl, cohort, monkeypatch):
+    """`--truth-cl-day-sd`: each calendar day has its own true CL; the course runs on across
+    midnight, and with the same CL every day it is the one-pass simulation."""
+    truth = load_model("vancomycin_thomson")
+    lp = cohort.truth_log_params["vancomycin_thomson"]
+    doses = [[Dose(0.0, 2000.0, 0, 3.5), Dose(12.0, 1250.0, 0, 2.5), Dose(36.0, 1250.0, 0, 2.5)] for _ in lp]
+    whole, _ = cl.simulate_truth(truth, lp, doses)
+    same_every_day, _ = cl.simulate_truth(truth, np.repeat(lp[:, None, :], 3, axis=1), doses)
+    np.testing.assert_array_equal(same_every_day, whole)
+
+    monkeypatch.setattr(cl, "TRUTH_CL_DAY_SD", 0.3)
+    daily = cl.truth_parameters(truth, cohort, "vancomycin_thomson")
+    cl_index = truth.population.names.index("CL")
+    np.testing.assert_allclose(daily[:, :, cl_index] - lp[:, None, cl_index], 0.3 * cohort.cl_day_z, rtol=1e-6)
+    others = [j for j in range(lp.shape[1]) if j != cl_index]
+    np.testing.assert_array_equal(daily[:, :, others], np.repeat(lp[:, None, others], 3, axis=1))
+    varying, _ = cl.simulate_truth(truth, daily, doses)
+    # on day 1 (nothing carried over yet) a higher CL than the patient's own gives a lower AUC
+    auc_whole, auc_varying = cl.daily_auc(whole), cl.daily_auc(varying)
+    assert np.all(np.sign(auc_whole[:, 0] - auc_varying[:, 0]) == np.sign(cohort.cl_day_z[:, 0]))
+    assert not np.allclose(auc_whole[:, 1:], auc_varying[:, 1:], rtol=0.02)
+    assert np.all(np.abs(np.diff(varying, axis=1)) < 5.0)  # continuous across midnight: no jump in 5 min
