@@ -1,6 +1,7 @@
 """Closed-loop vancomycin dosing under model misspecification (issue 11).
 
-    python benchmarks/closedloop.py [--quick] [--truth MODEL ...] [--patients N] [--seed S] --json FILE
+    python benchmarks/closedloop.py [--quick] [--truth MODEL ...] [--patients N] [--seed S]
+        [--controller MODEL] [--truth-cl-day-sd SD] --json FILE
 
 One seeded run: a virtual adult ward cohort, 72 h of therapy. Every patient's TRUE
 parameters are drawn from the population of ``--truth`` (default: both
@@ -60,6 +61,11 @@ Thomson), before the model weighted its ISF readings, 15 min / 1 h / 2 h blocks 
 weights, every raw 5-min reading assimilated (what the live service does) gave 82 / 94 / 94 %
 in range and 5 % above 600 on day 3, and 15 min medians 83 / 91 / 93 % and 6 %: the weights,
 not the blocks, carry the gain.
+
+``--controller`` replaces the model-based arms' model (a library name or a model file, e.g.
+benchmarks/models/vancomycin_poc_error.py); ``--truth-cl-day-sd`` gives every virtual patient
+a CL that changes at each midnight, log CL_day = log CL + SD·z (z drawn with the cohort):
+within-patient variability no controller models.
 
 Output: per arm, truth model and day, the fractions of patients whose TRUE AUC24 of that
 calendar day is in 400-600, above 600 and below 400 mg*h/L with 95 % Wilson intervals, and
