@@ -70,12 +70,28 @@ def _simulate(live: LiveService, cohort: Cohort, wall_s: float, seed: int, done:
     done.append(summary)
 
 
+def clear_previous_run(settings: Settings) -> list[Path]:
+    """Remove a previous demo's stores from the data directory and return what was removed.
+
+    Each demo simulates the same patients over the hours up to now: a second run on the old
+    stores would give them two overlapping streams. The compiled kernels (jax-cache) stay."""
+    removed = []
+    for database in (settings.sqlite_path, settings.service_db_path, settings.registry_path):
+        for path in (database, database.with_name(database.name + "-wal"), database.with_name(database.name + "-shm")):
+            if path.exists():
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
 def run_demo(data_dir: Path, duration_s: float = 0.0, wall_s: float = 90.0, port: int = 8000, particles: int = 500) -> None:
     settings = Settings(
         broker_url="embedded", embedded_broker_port=0, store="sqlite", data_dir=data_dir, http_port=port,
         filter_particles=particles, reorder_window_s=0.5, assimilation_batch_window_ms=250, checkpoint_interval_s=10,
         stale_check_s=0,  # simulated days run in seconds: silence is judged on the data's clock
     )
+    if clear_previous_run(settings):
+        typer.echo(f"mipd demo: removed the previous demo's stores from {data_dir} (compiled kernels kept)")
     alerts: queue.Queue[AlertRecord] = queue.Queue()
     rejections: queue.Queue[str] = queue.Queue()
     with live_service(settings, evaluator=PolicyEvaluator(settings)) as live:

@@ -100,6 +100,24 @@ def test_demo_runs_on_the_embedded_default(tmp_path):
     assert len(list((tmp_path / "jax-cache").iterdir())) >= 5
 
 
+def test_a_new_demo_starts_from_empty_stores_and_keeps_the_compiled_kernels(tmp_path):
+    """Every demo simulates the same patients up to now: a rerun must not stack a second
+    stream onto the first run's data, but it should reuse the first run's compiled kernels."""
+    from mipdstream.config import Settings
+    from mipdstream.demo import clear_previous_run
+
+    settings = Settings(data_dir=tmp_path)
+    stores = [settings.sqlite_path, settings.service_db_path, settings.registry_path]
+    written = [p.with_name(p.name + suffix) for p in stores for suffix in ("", "-wal", "-shm")]
+    kernel = tmp_path / "jax-cache" / "jit_step-0123"
+    kernel.parent.mkdir()
+    for path in written + [kernel]:
+        path.write_bytes(b"x")
+    assert sorted(clear_previous_run(settings)) == sorted(written)
+    assert not any(p.exists() for p in written) and kernel.exists()
+    assert clear_previous_run(settings) == []  # nothing left to remove
+
+
 def test_grafana_provisioning_points_at_the_influxdb_datasource():
     datasources = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/influxdb.yml").read_text())["datasources"]
     uids = {d["uid"] for d in datasources}
