@@ -181,9 +181,9 @@ class OdeCompartments:
 
     The vector field must not include the dosing input u(t): doses are added by the framework.
     A solve that fails (more than ``max_steps`` steps) gives NaN amounts rather than raising:
-    the particle filter drops such a particle, and a batch of patients is never stopped by one
-    (a raising solve also puts a host callback in every kernel, which keeps it out of the
-    persistent compilation cache).
+    the particle filter gives such a particle zero weight and the ensemble Kalman filter
+    replaces the member, so a batch of patients is never stopped by one (a raising solve also
+    puts a host callback in every kernel, which keeps it out of the persistent compilation cache).
     """
 
     may_fail: ClassVar[bool] = True
