@@ -134,7 +134,8 @@ def reading_weight(model: Model, last_reading: Float[Array, " A"], step: Steps) 
 
 
 def reading_log_likelihood(model: Model, params, amounts, analyte, value, censored):
-    """log p(reading | particle) for one particle: density, or log P(y < LLOQ) if censored."""
+    """log p(reading | particle) for one particle: density, or log P(y < LLOQ) if censored;
+    −∞ for a particle whose amounts are NaN (a failed ODE solve), which drops it."""
     predictions = predict_readings(model, params, amounts)
 
     def branch(index):
@@ -142,9 +143,8 @@ def reading_log_likelihood(model: Model, params, amounts, analyte, value, censor
         f = predictions[index]
         return jnp.where(censored, error.log_cdf(value, f), error.log_likelihood(value, f))
 
-    if len(model.analytes) == 1:
-        return branch(0)
-    return jnp.stack([branch(i) for i in range(len(model.analytes))])[analyte]
+    log_lik = branch(0) if len(model.analytes) == 1 else jnp.stack([branch(i) for i in range(len(model.analytes))])[analyte]
+    return jnp.where(jnp.isnan(log_lik), -jnp.inf, log_lik)
 
 
 def propagate_particles(model: Model, log_params, cache, amounts, t0, t1, doses):
@@ -241,7 +241,6 @@ def _assimilate_one(model: Model, slots: int | None, state: ParticleState, step:
     log_lik = jax.vmap(
         lambda lp, x: reading_log_likelihood(model, model.parameters(lp), x, step.reading_analyte, step.reading_value, step.reading_censored)
     )(state.log_params, state.amounts)
-    log_lik = jnp.where(jnp.isnan(log_lik), -jnp.inf, log_lik)  # a failed ODE solve drops its particle
     weight, last_reading = reading_weight(model, state.last_reading, step)
     unnormalised = state.log_weights + weight * log_lik
     increment = logsumexp(unnormalised)  # log p(y | past), since weights were normalised
