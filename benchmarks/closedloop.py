@@ -63,7 +63,7 @@ in range and 5 % above 600 on day 3, and 15 min medians 83 / 91 / 93 % and 6 %: 
 not the blocks, carry the gain.
 
 ``--controller`` replaces the model-based arms' model (a library name or a model file, e.g.
-benchmarks/models/vancomycin_poc_error.py); ``--truth-cl-day-sd`` gives every virtual patient
+benchmarks/models/vancomycin_goti_error.py); ``--truth-cl-day-sd`` gives every virtual patient
 a CL that changes at each midnight, log CL_day = log CL + SD·z (z drawn with the cohort):
 within-patient variability no controller models.
 
@@ -612,7 +612,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--toxicity-weight", type=float, default=TOXICITY_WEIGHT, help="lambda in the filter's utility P(in) - lambda P(>600)")
     parser.add_argument("--controller", default=CONTROLLER,
-                        help="the model-based arms' model: a library name or a model file (e.g. benchmarks/models/vancomycin_poc_error.py)")
+                        help="the model-based arms' model: a library name or a model file (e.g. benchmarks/models/vancomycin_goti_error.py)")
     parser.add_argument("--truth-cl-day-sd", type=float, default=TRUTH_CL_DAY_SD,
                         help="within-patient variability the controllers do not model: SD of log CL between days")
     parser.add_argument("--seed", type=int, default=2026)
