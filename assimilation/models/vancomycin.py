@@ -2,10 +2,20 @@
 
 Source: Goti V, Chaturvedula A, Fossler MJ, Mok S, Jacob JT. Hospitalized patients with and
 without hemodialysis have markedly different vancomycin pharmacokinetics: a population
-pharmacokinetic model-based analysis. Ther Drug Monit 2018;40(2):212-221 (final-model
-parameter table, "Table 3" below as we recall the numbering). Values quoted from memory of the publication and cross-checked against a public
-mrgsolve transcription of the same model (Ω 0.147 / 0.5103 / 0.2822, σ 3.4 mg/L additive):
-verify against the publication before clinical use.
+pharmacokinetic model-based analysis. Ther Drug Monit 2018;40(2):212-221, final-model
+parameter table (Table 2). Values cross-checked against two independent public
+transcriptions: nlmixr2lib's ``Goti_2018_vancomycin`` (every value traced to a Table 2 row:
+CL 4.5, Vc 58.4, Vp 38.4, Q 6.5, CrCL exponent 0.8, dialysis factors 0.7 on CL and 0.5 on Vc,
+IIV CV 39.8 / 81.6 / 57.1 %, residual 3.4 mg/L + 22.7 %) and an mrgsolve transcription
+(Ω 0.147 / 0.5103 / 0.2822, σ 3.4 mg/L additive). One point where they differ: nlmixr2lib
+scales Vp by WT/70 too (reading the Methods' "volume parameters were normalized to a 70-kg
+individual"), the mrgsolve one does not; Table 2's covariate row names WT on Vc only, and
+this file follows it (V2 fixed).
+
+CrCL as Goti computed it (Methods, via nlmixr2lib's notes): Cockcroft-Gault, values above
+150 mL/min truncated to 150, and for patients over 60 years a
+serum creatinine below 1 mg/dL raised to 1 mg/dL first. The model takes ``CRCL`` as given;
+a caller that wants Goti's covariate applies those rules.
 
 Structure (time h, amounts mg, volumes L, clearances L/h)::
 
@@ -20,12 +30,12 @@ weight (kg), ``DIAL`` 1 on intermittent haemodialysis else 0.
 
 | parameter | typical | unit | IIV (ω², log scale) | source |
 |---|---|---|---|---|
-| CL | 4.5 (CrCL 120 mL/min, exponent 0.8; ×0.7 on dialysis) | L/h | 0.147 (CV 39.8 %) | Goti 2018 Table 3 |
-| V1 | 58.4 (70 kg, linear in WT; ×0.5 on dialysis) | L | 0.5103 (CV 81.6 %) | Goti 2018 Table 3 |
-| Q | 6.5 | L/h | — | Goti 2018 Table 3 |
-| V2 | 38.4 | L | 0.2822 (CV 57.2 %) | Goti 2018 Table 3 |
+| CL | 4.5 (CrCL 120 mL/min, exponent 0.8; ×0.7 on dialysis) | L/h | 0.147 (CV 39.8 %) | Goti 2018 Table 2 |
+| V1 | 58.4 (70 kg, linear in WT; ×0.5 on dialysis) | L | 0.5103 (CV 81.6 %) | Goti 2018 Table 2 |
+| Q | 6.5 | L/h | — | Goti 2018 Table 2 |
+| V2 | 38.4 | L | 0.2822 (CV 57.1 %) | Goti 2018 Table 2 |
 | plasma error (used) | 0.5 mg/L additive + 10 % proportional | | | assumption (below) |
-| plasma residual (published, :data:`GOTI_RESIDUAL_ERROR`) | 3.4 mg/L additive + 22.7 % proportional (the mrgsolve transcription has σ² 0.0502, i.e. 22.4 %) | | | Goti 2018 Table 3 |
+| plasma residual (published, :data:`GOTI_RESIDUAL_ERROR`) | 3.4 mg/L additive + 22.7 % proportional (the mrgsolve transcription has σ² 0.0502, i.e. 22.4 %) | | | Goti 2018 Table 2 |
 | keo | 4.0 (t½ 10 min, time constant 15 min) | 1/h | 0.25 | assumption (below) |
 | R_isf | 1.0 | – | — (fixed) | assumption (below) |
 | bias | 1.0 | – | 0.01 (CV 10 %) | assumption (below) |
@@ -93,7 +103,7 @@ SENSOR_ERROR_PERSISTENCE_H = 2.0
 closer together than this share their information (``Analyte.persistence_h``)."""
 
 GOTI_RESIDUAL_ERROR = Combined(3.4, 0.227)
-"""Goti 2018's plasma residual error (Table 3): hospital TDM, with charting errors included."""
+"""Goti 2018's plasma residual error (Table 2): hospital TDM, with charting errors included."""
 
 POINT_OF_CARE_ERROR = Combined(0.5, 0.10)
 """Plasma level from a connected point-of-care meter, meter + structural misfit (ASSUMPTION, module doc)."""
@@ -173,7 +183,7 @@ ANALYTE_CODES = {analyte.name: analyte.code for analyte in model.analytes}
 """Analyte name in this model -> wire code (wire/analytes.py); canonical unit mg/L for both."""
 
 COVARIATES = {
-    "CRCL": "creatinine clearance, Cockcroft-Gault, mL/min",
+    "CRCL": "creatinine clearance, Cockcroft-Gault, mL/min (Goti: truncated at 150; SCr floored at 1 mg/dL over 60 y)",
     "WT": "total body weight, kg",
     "DIAL": "1 on intermittent haemodialysis, else 0",
 }

@@ -7,6 +7,23 @@ parameter table). The values below are quoted as transcribed in the public simul
 Ravvaz K et al., Personalized warfarin dosing in patients using clinical pharmacology
 (Circ Cardiovasc Genet 2017), which implements Hamberg 2007; verify against the publication.
 
+Two public transcriptions agree on every typical value below (PK Table 2, PD Table 4) but
+disagree on two points this file cannot settle without the paper:
+
+* **IIV scale.** The Ravvaz lineage (also the ``reil`` package's ``HambergPKPD``) uses the
+  table's figures as variances of the log (ω² = 0.31 on CL, SD 0.56); nlmixr2lib's
+  ``Hamberg_2007_warfarin_s`` reads them as CV % and converts, ω² = ln(1 + CV²) (0.0917 on
+  CL, 0.0664 V1, 0.6845 V2, 0.0197 MTT1, 0.7253 MTT2, 0.1551 EC50). This file follows the
+  Ravvaz reading: the prior is the wider of the two, which costs early precision but does
+  not make the filter overconfident if the narrower reading is the right one.
+* **Fast chain rate.** The Ravvaz code sets ktr1 = 6/MTT1 (its comment: "changed from
+  1/MTT_1"); nlmixr2lib writes the paper's formula as ktr1 = 1/MTT1 (11.6 h per
+  compartment, ~70 h through the chain). This file follows Ravvaz (11.6 h through the
+  chain). Steady-state INR does not depend on it; the speed of the INR response does.
+
+The ``reil`` code also assumes F = 0.9 for the racemate; this file assumes complete
+absorption (``S_FRACTION``).
+
 Structure (time h; dose = racemic warfarin in mg, of which half is S-warfarin)::
 
     depot → central ⇄ peripheral, ka = 2 /h, F = 0.5 (S-fraction; complete absorption assumed)

@@ -2,7 +2,7 @@
 point-of-care error it uses, for the closed-loop benchmark's `--controller` (a comparison,
 not a library model).
 
-Goti's residual, additive 3.4 mg/L plus 22.7 % proportional (Table 3), was estimated on
+Goti's residual, additive 3.4 mg/L plus 22.7 % proportional (Table 2), was estimated on
 routine hospital TDM data and also absorbs errors in recorded dose and sampling times; the
 library assumes 0.5 mg/L + 10 % for a connected meter (assimilation/models/vancomycin.py).
 Running the benchmark with this controller shows what that assumption changes

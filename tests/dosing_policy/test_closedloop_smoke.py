@@ -125,7 +125,7 @@ def test_a_controller_variant_of_the_truths_population_counts_as_well_specified(
     model, library = load_model(variant), load_model("vancomycin")
     assert model.population is library.population and model.analytes[1] == library.analytes[1]
     sd = lambda m, c: m.analytes[0].error.variance(c) ** 0.5
-    assert sd(model, 15.0) == pytest.approx((3.4**2 + (0.227 * 15.0) ** 2) ** 0.5)  # Goti 2018 Table 3: 4.8 mg/L
+    assert sd(model, 15.0) == pytest.approx((3.4**2 + (0.227 * 15.0) ** 2) ** 0.5)  # Goti 2018 Table 2: 4.8 mg/L
     assert sd(library, 15.0) < 0.5 * sd(model, 15.0)  # the point-of-care error: 1.6 mg/L
     monkeypatch.setattr(cl, "CONTROLLER", str(variant))
     result = cl.ArmResult(np.full((2, 3), 500.0), [[]] * 2, np.zeros(2, int), np.zeros(2, int), np.zeros(2, int))

@@ -80,16 +80,17 @@ def test_docetaxel_search_prefers_a_lower_dose_for_a_more_sensitive_marrow_and_r
     names = list(model.population.names)
     base = prior_sample(model, {}, 48, key=7)
 
-    def with_ec50(factor):
+    def with_slope(factor):
+        """The marrow's sensitivity to docetaxel: the drug-effect slope SL times ``factor``."""
         lp = np.array(base.log_params)
-        lp[:, names.index("EC50")] += np.log(factor)
+        lp[:, names.index("SL")] += np.log(factor)
         return base._replace(log_params=jnp.asarray(lp))
 
-    sensitive = recommend(model, with_ec50(0.5), [], DOCETAXEL.target, DOCETAXEL.space, None, DOCETAXEL.utility, DOCETAXEL.grid)
-    tolerant = recommend(model, with_ec50(2.0), [], DOCETAXEL.target, DOCETAXEL.space, None, DOCETAXEL.utility, DOCETAXEL.grid)
+    sensitive = recommend(model, with_slope(2.0), [], DOCETAXEL.target, DOCETAXEL.space, None, DOCETAXEL.utility, DOCETAXEL.grid)
+    tolerant = recommend(model, with_slope(0.5), [], DOCETAXEL.target, DOCETAXEL.space, None, DOCETAXEL.utility, DOCETAXEL.grid)
     assert 40.0 <= sensitive.regimen.amount < tolerant.regimen.amount <= 200.0
     # risk = P(nadir < 0.5) of the particles under the chosen dose, against the engine's own simulation
-    sample = with_ec50(0.5)
+    sample = with_slope(2.0)
     times = jnp.arange(1, 85, dtype=jnp.float32) * 6.0
     table = dose_table_of(model, [Dose(0.0, sensitive.regimen.amount, 0, 1.0)])
 

@@ -1,4 +1,4 @@
-"""Docetaxel PK + Friberg 2002 myelosuppression."""
+"""Docetaxel PK + Friberg myelosuppression with Kloft 2006's docetaxel parameters."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +16,8 @@ CYCLE = np.arange(0.0, 21 * 24 + 1e-6, 2.0)
 
 
 def _friberg_reference(p, dose, duration, times):
-    """Friberg et al. 2002 equations in their original (absolute) form, solved by scipy."""
+    """Friberg et al. 2002 equations in their original (absolute) form, with Kloft 2006's
+    linear drug effect, solved by scipy."""
     ktr = 4.0 / p["MTT"]
     k10, k12, k21 = p["CL"] / p["V1"], p["Q"] / p["V1"], p["Q"] / p["V2"]
 
@@ -24,7 +25,7 @@ def _friberg_reference(p, dose, duration, times):
         a1, a2, prol, t1, t2, t3, circ = y
         rate = dose / duration if t < duration else 0.0
         c_um = a1 / p["V1"] / 807.88 * 1000.0
-        e = p["Emax"] * c_um / (p["EC50"] + c_um)
+        e = p["SL"] * c_um
         return [
             rate - (k10 + k12) * a1 + k21 * a2, k12 * a1 - k21 * a2,
             ktr * prol * (1 - e) * (p["Circ0"] / circ) ** p["gamma"] - ktr * prol,
@@ -49,19 +50,20 @@ def test_anc_matches_scipy_solution_of_the_published_equations():
 def test_baseline_anc_is_circ0_and_stays_there_without_drug():
     model = library_model("docetaxel_friberg")
     values, _ = readings(model, typical_log_params(model, {}), [Dose(0.0, 0.0, "central", 1.0)], [0.0, 100.0, 500.0])
-    np.testing.assert_allclose(values[:, 0], 5.05, rtol=1e-5)  # Friberg 2002: Circ0 5.05 × 10^9/L
+    np.testing.assert_allclose(values[:, 0], 5.21965, rtol=1e-5)  # Kloft 2006 (DDMODEL00000224): Circ0 5.22 × 10^9/L
 
 
 def test_nadir_on_day_7_to_9_and_recovery_by_the_next_cycle():
-    """Friberg 2002 / Taxotere label: median time to neutrophil nadir ~7 days; 3-weekly cycles
-    assume recovery by day 21."""
+    """Taxotere label: median time to neutrophil nadir ~7 days; 3-weekly cycles assume
+    recovery by day 21."""
     model = library_model("docetaxel_friberg")
     values, _ = readings(model, typical_log_params(model, {}), DOSE_75_MG_M2, CYCLE)
     grid, anc = jnp.asarray(CYCLE, jnp.float32), jnp.asarray(values[:, 0])
     days = float(docetaxel_friberg.time_to_nadir(grid, anc, 0.0, 21 * 24.0)) / 24.0
     assert 7.0 <= days <= 9.0
-    assert float(docetaxel_friberg.nadir(grid, anc, 0.0, 504.0)) < 0.5 * 5.05
-    assert values[-1, 0] > 0.8 * 5.05
+    circ0 = docetaxel_friberg.population.typical[docetaxel_friberg.population.names.index("Circ0")]
+    assert float(docetaxel_friberg.nadir(grid, anc, 0.0, 504.0)) < 0.5 * circ0
+    assert values[-1, 0] > 0.8 * circ0
 
 
 def test_higher_dose_gives_lower_nadir():
@@ -78,12 +80,12 @@ def test_grade4_probability_over_particles():
 
 
 def test_particle_filter_learns_a_sensitive_patient_from_anc_readings():
-    """Truth: lower baseline and half the EC50. A baseline and two early counts pull the
+    """Truth: lower baseline and twice the drug-effect slope. A baseline and two early counts pull the
     forecast of the day-8 ANC towards the truth."""
     model = library_model("docetaxel_friberg")
     names = model.population.names
     truth = typical_log_params(model, {})
-    truth = truth.at[names.index("Circ0")].add(np.log(0.7)).at[names.index("EC50")].add(np.log(0.5))
+    truth = truth.at[names.index("Circ0")].add(np.log(0.7)).at[names.index("SL")].add(np.log(2.0))
     reading_times = [0.0, 96.0, 144.0]
     simulated, _ = readings(model, truth, DOSE_75_MG_M2, reading_times + [192.0])
     observed, true_day8 = simulated[:3, 0], float(simulated[3, 0])
