@@ -113,7 +113,8 @@ def main(argv=None) -> None:
         rows["label 3-cpt"].append(nadir(three, pd, dose)[0])
 
     typical_pd = {n: typical[n] for n in PD}
-    print(f"\n{args.dose_mg_m2:g} mg/m² over 1 h, BSA {BSA} m², {args.patients} patients (seed {args.seed}); published: ~75 % grade 4")
+    print(f"\n{args.dose_mg_m2:g} mg/m² over 1 h, BSA {BSA} m², {args.patients} patients (seed {args.seed})"
+          + ("; published: ~75 % grade 4 (Taxotere label)" if args.dose_mg_m2 == 100 else ""))
     print(f"{'PK':<30} {'typical nadir (day)':>20} {'nadir 5/50/95 %':>20} {'P(grade 4)':>11}")
     for (name, nadirs), pk in zip(rows.items(), (onoue, label)):
         low, day = nadir(pk, typical_pd, dose)

@@ -14,7 +14,7 @@ fixes every parameter at Kloft 2006's estimate), read from nlmixr2lib's transcri
 Why Kloft 2006 and not Friberg 2002's docetaxel row (Emax 83.9, EC50 7.17 µmol/L, Circ0
 5.05, MTT 89.3 h, γ 0.163, as transcribed in D. C. Norris's DTAT package, used here until
 2026-11-30): with this PK, Friberg's row gave a typical nadir of 0.82 × 10^9/L and 31 %
-grade 4 at 100 mg/m², against ~75 % in the Taxotere label; Kloft's gives 0.14 and 85 %
+grade 4 at 100 mg/m², against ~75 % in the Taxotere label; Kloft's gives 0.13 and 84 %
 (benchmarks/docetaxel_pk.py, docs/MODELS.md). A PK built from the label alone moved neither.
 
 PK: two-compartment docetaxel model of Onoue H et al. Significant effect of age on docetaxel
