@@ -4,7 +4,7 @@
 
 One seeded run. Virtual patients on docetaxel every 21 days for 4 cycles (1 h infusions at
 the start of each cycle); every patient's TRUE parameters are drawn from the population of
-``docetaxel_friberg`` (Onoue 2016 PK + Friberg 2002 myelosuppression), the model the
+``docetaxel_friberg`` (Onoue 2016 PK + Friberg myelosuppression, Kloft 2006 parameters), the model the
 controller uses: the well-specified case, or with ``--misspecified`` that population plus
 inter-occasion variability the controller does not model: each cycle's CL is the patient's CL
 × exp(0.2 z), z ~ N(0, 1) per cycle (assumption; an IOV of the order population analyses of
