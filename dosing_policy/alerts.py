@@ -101,6 +101,9 @@ class AssessmentEvent(NamedTuple):
     gain: float = 0.0  # expected-utility gain of switching
     record: Any = None
     risk_condition: str = ""  # what the risk is the probability of, e.g. "exceeds 600" (default: exceeds ``high``)
+    later_from_h: float | None = None  # start of the last window the choice also weighed (h after ``time``), if any
+    later_pta: float | None = None  # the current regimen's PTA in that window
+    later_recommended_pta: float | None = None  # the suggested regimen's PTA in that window
 
 
 class SourceEvent(NamedTuple):
@@ -234,11 +237,21 @@ def _on_assessment(s: _Step, e: AssessmentEvent) -> None:
     if e.recommended is not None:
         s.condition(
             Kind.RECOMMENDATION, "patient", e.gain >= p.recommendation_enter, e.gain <= p.recommendation_exit, Severity.INFO,
-            {**numbers, "recommended": e.recommended, "recommended_pta": e.recommended_pta, "gain": e.gain},
-            f"Suggested: {e.recommended} (probability in range {e.recommended_pta:.0%} vs {e.pta:.0%} now). "
+            {**numbers, "recommended": e.recommended, "recommended_pta": e.recommended_pta, "gain": e.gain,
+             **({"later_from_h": e.later_from_h, "later_pta": e.later_pta, "later_recommended_pta": e.later_recommended_pta}
+                if e.later_from_h is not None else {})},
+            f"Suggested: {e.recommended} (probability in range {e.recommended_pta:.0%} vs {e.pta:.0%} now{_later(e)}). "
             f"Decision support: a clinician accepts or rejects it.",
             "The current regimen is now about as good as the best alternative.",
         )
+
+
+def _later(e: AssessmentEvent) -> str:
+    """The later window the choice also weighed: a suggestion can pay off only there (a
+    patient still accumulating towards the range), and the text should show it."""
+    if e.later_from_h is None:
+        return ""
+    return f"; from {e.later_from_h:g} h on: {e.later_recommended_pta:.0%} vs {e.later_pta:.0%}"
 
 
 def step(state: AlertState, event, policy: AlertPolicy = AlertPolicy()) -> tuple[AlertState, list[Alert]]:

@@ -230,5 +230,10 @@ def assessment_event(recommendation: Recommendation, time: float, target: Target
         pta, risk, median, current = rec.current_pta[window], rec.current_risk[window], rec.current_median[window], rec.current.describe()
     conditions = ([f"exceeds {target.toxic_above:g}"] if target.toxic_above is not None else []) + (
         [f"falls below {target.toxic_below:g}"] if target.toxic_below is not None else [])
+    later = {}
+    if window == 0 and len(rec.pta) > 1:  # the utility also weighed the last window: show it beside the first
+        current_pta = rec.current_pta if rec.current is not None else rec.pta
+        later = dict(later_from_h=float(rec.evaluation.windows[-1]), later_pta=current_pta[-1], later_recommended_pta=rec.pta[-1])
     return AssessmentEvent(float(time), target.metric.name, target.low, target.high, pta, risk, median, current,
-                           rec.regimen.describe(), rec.pta[window], rec.gain, rec.record, target.risk_label or " or ".join(conditions))
+                           rec.regimen.describe(), rec.pta[window], rec.gain, rec.record, target.risk_label or " or ".join(conditions),
+                           **later)

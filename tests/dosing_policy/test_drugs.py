@@ -132,7 +132,7 @@ def test_a_risk_below_the_range_is_worded_as_such_in_the_toxicity_alert():
 
     rec = Recommendation(Regimen(60.0, 504.0, 1.0), 0.5, (0.6,), (0.4,), (0.7,), None, None, None, None, None, None)
     event = assessment_event(rec, 10.0, DOCETAXEL.target)
-    assert event.risk_condition == "falls below 0.5"
+    assert event.risk_condition == "falls below 0.5" and event.later_from_h is None  # one window: nothing later to show
     _, alerts = alert_step(initial_alert_state(), event)
     toxicity = [a for a in alerts if a.kind == Kind.TOXICITY_RISK]
     assert len(toxicity) == 1 and "nadir falls below 0.5" in toxicity[0].reason and "exceeds" not in toxicity[0].reason

@@ -60,5 +60,9 @@ def test_recommendation_from_a_filter_posterior(posterior):
     # handed to the alert machine: the numbers are the current regimen's, the suggestion the best one's
     event = assessment_event(rec, float(sample.time), VANCOMYCIN_AUC24)
     assert (event.pta, event.risk, event.recommended, event.gain) == (rec.current_pta[0], rec.current_risk[0], rec.regimen.describe(), rec.gain)
+    # the choice also weighed the next day (Utility windows 0 and 24 h): the alert shows both days
+    assert (event.later_from_h, event.later_pta, event.later_recommended_pta) == (24.0, rec.current_pta[1], rec.pta[1])
     _, alerts = alert_step(initial_alert_state(), event._replace(gain=0.5, pta=0.1))
     assert {a.kind for a in alerts} >= {Kind.EXPOSURE_OUT_OF_RANGE, Kind.RECOMMENDATION}
+    suggestion = next(a for a in alerts if a.kind == Kind.RECOMMENDATION)
+    assert f"from 24 h on: {rec.pta[1]:.0%} vs {rec.current_pta[1]:.0%}" in suggestion.reason
