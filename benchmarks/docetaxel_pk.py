@@ -1,20 +1,21 @@
 """How much does the docetaxel PK matter to the rate of grade-4 neutropenia? (issue 5)
 
-    python benchmarks/docetaxel_pk.py [--patients N]
+    python benchmarks/docetaxel_pk.py [--patients N] [--dose-mg-m2 D]
 
 The library model drives the Friberg myelosuppression model (Kloft 2006's docetaxel
-parameters) with the two-compartment PK of Onoue 2016; docetaxel PK models fitted to
-Western patients have three compartments, whose slow terminal phase keeps low
-concentrations for days. (Written when the library used Friberg 2002's docetaxel row, which
-gave 31 % grade 4 at 100 mg/m² against the label's ~75 %: the PK did not explain it, the
-PD parameters did; docs/MODELS.md.) This script builds a three-compartment model from the Taxotere
-label's figures alone (Swiss Fachinformation, "Pharmakokinetik": 100 mg/m² over 1 h gives
-Cmax 3.7 µg/mL; t½ α / β / γ = 4 min / 36 min / 11.1 h; total clearance 21 L/h/m² with ~50 %
+parameters) with the two-compartment PK of Onoue 2016; docetaxel PK models fitted to Western
+patients have three compartments, whose slow terminal phase keeps low concentrations for
+days. (Written when the library used Friberg 2002's docetaxel row, which gave 31 % grade 4 at
+100 mg/m² against the label's ~75 %: the PK did not explain it, the PD parameters did;
+docs/MODELS.md.) This script builds a three-compartment model from the Taxotere label's
+figures alone (Swiss Fachinformation, "Pharmakokinetik": 100 mg/m² over 1 h gives Cmax
+3.7 µg/mL; t½ α / β / γ = 4 min / 36 min / 11.1 h; total clearance 21 L/h/m² with ~50 %
 between-patient variation; Vss 113 L): six equations for the six unknowns CL, V1, Q2, V2,
 Q3, V3 of a mammillary model, solved by least squares (the solution is unique up to the order
 of the peripheral compartments). It then solves the Friberg equations (the library's PD
-parameters and their variability, linear drug effect E = SL · C) with scipy under both PKs, for the typical patient and for
-a population at 100 mg/m² (BSA 1.8 m²), and prints the nadir and P(grade 4) side by side.
+parameters and their variability, linear drug effect E = SL · C) with scipy under both PKs,
+for the typical patient and for a population at ``--dose-mg-m2`` (default 100; BSA 1.8 m²),
+and prints the nadir and P(grade 4) side by side.
 """
 
 from __future__ import annotations

@@ -238,8 +238,7 @@ def _on_assessment(s: _Step, e: AssessmentEvent) -> None:
         s.condition(
             Kind.RECOMMENDATION, "patient", e.gain >= p.recommendation_enter, e.gain <= p.recommendation_exit, Severity.INFO,
             {**numbers, "recommended": e.recommended, "recommended_pta": e.recommended_pta, "gain": e.gain,
-             **({"later_from_h": e.later_from_h, "later_pta": e.later_pta, "later_recommended_pta": e.later_recommended_pta}
-                if e.later_from_h is not None else {})},
+             "later_from_h": e.later_from_h, "later_pta": e.later_pta, "later_recommended_pta": e.later_recommended_pta},
             f"Suggested: {e.recommended} (probability in range {e.recommended_pta:.0%} vs {e.pta:.0%} now{_later(e)}). "
             f"Decision support: a clinician accepts or rejects it.",
             "The current regimen is now about as good as the best alternative.",
