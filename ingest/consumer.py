@@ -1,7 +1,8 @@
 """The ingest consumer: MQTT in, validated batches committed, then acknowledged.
 
-paho's network thread only stamps each message and puts it on a queue (an exception in
-a callback would kill that thread). The queue is a `SimpleQueue` (a put costs a fraction
+The network thread (`ingest.mqtt.SelectLoop`, which spares a system call per
+acknowledgement) only stamps each message and puts it on a queue (an exception in a
+callback would kill that thread). The queue is a `SimpleQueue` (a put costs a fraction
 of `queue.Queue`'s lock-and-notify, and the network thread is the consumer's bottleneck)
 bounded by hand: when `queue_max` messages wait, the network thread waits too, which is
 the backpressure (the broker keeps what we have not read). One worker thread drains the queue
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ingest import committed
-from ingest.mqtt import Protocol, connect
+from ingest.mqtt import Protocol, SelectLoop, connect_with_select_loop
 from ingest.pipeline import Incoming, Outcome, classify
 from ingest.records import Batch
 from ingest.registry import Registry
@@ -75,6 +76,7 @@ class IngestConsumer:
         self._stopping = threading.Event()
         self._worker: threading.Thread | None = None
         self._client = None
+        self._network: SelectLoop | None = None
         self.mqtt5 = False
         self.stats = IngestStats(queue_depth=self._inbox.qsize)
 
@@ -94,7 +96,7 @@ class IngestConsumer:
         self._inbox.put(Incoming(message.topic, message.payload, time.time(), message.mid, message.qos))
 
     def start(self) -> IngestConsumer:
-        self._client, self.mqtt5 = connect(
+        self._client, self.mqtt5, self._network = connect_with_select_loop(
             self.broker_url, self.client_id, protocol=self.protocol, manual_ack=True, persistent=True,
             subscriptions=self._filters, on_message=self._on_message,
         )
@@ -110,9 +112,8 @@ class IngestConsumer:
         self._stopping.set()
         if self._worker is not None:
             self._worker.join(timeout=30)
-        if self._client is not None:
-            self._client.disconnect()
-            self._client.loop_stop()
+        if self._network is not None:
+            self._network.disconnect()
 
     def _take_batch(self) -> list[Incoming]:
         try:

@@ -9,7 +9,10 @@
 
 from __future__ import annotations
 
+import select
+import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -79,8 +82,11 @@ def connect_properties(persistent: bool) -> Properties | None:
     return props
 
 
-def _try_connect(address: BrokerAddress, client: paho.Client, mqtt5: bool, persistent: bool, timeout: float) -> bool:
-    """Connect synchronously; True once the broker accepted (CONNACK success)."""
+def _try_connect(
+    address: BrokerAddress, client: paho.Client, mqtt5: bool, persistent: bool, timeout: float, own_loop: bool
+) -> SelectLoop | bool | None:
+    """Connect synchronously; once the broker accepted (CONNACK success), the running
+    `SelectLoop` (`own_loop`) or True (paho's loop thread); None on failure."""
     accepted = threading.Event()
     result: list[bool] = []
 
@@ -95,20 +101,27 @@ def _try_connect(address: BrokerAddress, client: paho.Client, mqtt5: bool, persi
 
     client.on_connect, client.on_disconnect = on_connect, on_disconnect
     kwargs = {"clean_start": not persistent, "properties": connect_properties(persistent)} if mqtt5 else {}
+    network = SelectLoop(client) if own_loop else None
     try:
         client.connect(address.host, address.port, keepalive=30, **kwargs)
     except OSError:
-        return False
-    client.loop_start()
+        return None
+    if network is not None:
+        network.start()
+    else:
+        client.loop_start()
     accepted.wait(timeout)
     if not (result and result[0]):
-        client.loop_stop()
         try:
-            client.disconnect()
+            if network is not None:
+                network.disconnect()
+            else:
+                client.loop_stop()
+                client.disconnect()
         except Exception:
             pass
-        return False
-    return True
+        return None
+    return network or True
 
 
 def connect(
@@ -129,6 +142,23 @@ def connect(
     of "is it MQTT 5?" giving them (a shared subscription needs MQTT 5). The network loop
     runs in paho's thread; `on_message` must only hand the message over.
     """
+    client, mqtt5, _ = _connect(url, client_id, own_loop=False, protocol=protocol, manual_ack=manual_ack,
+                                persistent=persistent, subscriptions=subscriptions, on_message=on_message, will=will,
+                                timeout=timeout)
+    return client, mqtt5
+
+
+def connect_with_select_loop(url: str, client_id: str, **options) -> tuple[paho.Client, bool, SelectLoop]:
+    """As `connect` (same keyword options), with the network loop in a `SelectLoop`: for a
+    high-rate subscriber that acknowledges from another thread. End it with
+    `SelectLoop.disconnect()`."""
+    client, mqtt5, network = _connect(url, client_id, own_loop=True, **options)
+    assert isinstance(network, SelectLoop)
+    return client, mqtt5, network
+
+
+def _connect(url, client_id, *, own_loop, protocol="auto", manual_ack=False, persistent=False, subscriptions=(),
+             on_message=None, will=None, timeout=10.0):
     address = BrokerAddress.parse(url)
     attempts = {"auto": [True, False], "5": [True], "3.1.1": [False]}[protocol]
     for mqtt5 in attempts:
@@ -137,12 +167,126 @@ def connect(
             client.will_set(*will)
         if on_message is not None:
             client.on_message = on_message
-        if _try_connect(address, client, mqtt5, persistent, timeout):
+        network = _try_connect(address, client, mqtt5, persistent, timeout, own_loop)
+        if network:
             filters = list(subscriptions(mqtt5) if callable(subscriptions) else subscriptions)
             _renew_subscriptions_on_connect(client, filters)
             _subscribe_and_wait(client, filters, timeout)
-            return client, mqtt5
+            return client, mqtt5, network
     raise ConnectionError(f"could not connect to the MQTT broker at {url} (protocol {protocol})")
+
+
+class SelectLoop:
+    """A client's network loop in a thread of ours, through paho's external-loop API
+    (`loop_read`, `loop_write`, `loop_misc`, `on_socket_register_write`).
+
+    Why not `loop_start()`: there, every packet queued from another thread (each manual
+    `ack()`) writes a wake-up byte to a socket pair, one system call per acknowledgement,
+    and the loop thread calls `select()` again before every packet it reads. Here paho asks
+    for a wake-up only when its write queue turns non-empty (it coalesces
+    `on_socket_register_write`), and reads go on while they deliver messages, with a
+    `select()` only when the socket has run dry. Reconnects with backoff like `loop_forever`
+    (the subscriptions are renewed by `on_connect`, as for every client here).
+    """
+
+    MISC_INTERVAL_S = 1.0
+    READS_PER_SELECT = 256
+
+    def __init__(self, client: paho.Client, reconnect_delay_s: tuple[float, float] = (0.5, 30.0)):
+        self.client = client
+        self.reconnect_delay_s = reconnect_delay_s
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mqtt-select-loop", daemon=True)
+        self._delivered = 0
+        client.on_socket_register_write = lambda c, userdata, sock: self._wake()
+
+    def start(self) -> SelectLoop:
+        on_message = self.client.on_message
+
+        def counted(c, userdata, message):
+            self._delivered += 1
+            on_message(c, userdata, message)
+
+        if on_message is not None:
+            self.client.on_message = counted
+        self._thread.start()
+        return self
+
+    def disconnect(self) -> None:
+        """Send DISCONNECT and end the loop (unacknowledged messages stay with the broker)."""
+        self._stopping.set()
+        self.client.disconnect()
+        self.stop()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # a byte is already waiting, or the loop has ended
+
+    def _run(self) -> None:
+        client, delay = self.client, self.reconnect_delay_s[0]
+        next_misc = time.monotonic() + self.MISC_INTERVAL_S
+        while True:
+            sock = client.socket()
+            if sock is None:
+                if self._stopping.is_set():
+                    return
+                if self._stopping.wait(delay):
+                    return
+                delay = min(2 * delay, self.reconnect_delay_s[1])
+                try:
+                    client.reconnect()
+                except OSError:
+                    continue
+                delay = self.reconnect_delay_s[0]
+                continue
+            if self._stopping.is_set() and not client.want_write():
+                return
+            try:
+                readable, writable, _ = select.select(
+                    [sock, self._wake_r], [sock] if client.want_write() else [], [], 0.0 if _pending(sock) else 1.0
+                )
+            except (OSError, ValueError):  # the socket was closed under us: paho notices on the next read
+                readable, writable = [sock], []
+            if self._wake_r in readable:
+                try:
+                    self._wake_r.recv(4096)
+                except BlockingIOError:
+                    pass
+            if sock in readable and not self._read(client):
+                continue
+            if (sock in writable or client.want_write()) and client.loop_write() != paho.MQTT_ERR_SUCCESS:
+                continue
+            if time.monotonic() >= next_misc:
+                client.loop_misc()
+                next_misc = time.monotonic() + self.MISC_INTERVAL_S
+
+    def _read(self, client: paho.Client) -> bool:
+        """Read packets while they deliver messages; False when the connection was lost."""
+        for _ in range(self.READS_PER_SELECT):
+            before = self._delivered
+            if client.loop_read() != paho.MQTT_ERR_SUCCESS or client.socket() is None:
+                return False
+            if self._delivered == before:
+                break
+        return True
+
+
+def _pending(sock) -> bool:
+    """Bytes already decrypted by TLS and waiting in the SSL object (select cannot see them)."""
+    return bool(getattr(sock, "pending", None) and sock.pending() > 0)
 
 
 def _subscribe_and_wait(client: paho.Client, filters: Sequence[tuple[str, int]], timeout: float) -> None:

@@ -7,6 +7,7 @@ When a binary is missing the caller skips, unless MIPD_REQUIRE_SERVICES=1 (set b
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
@@ -52,8 +53,12 @@ class Mosquitto:
         (workdir / "data").mkdir(parents=True, exist_ok=True)
         # The no-loss promise includes the broker config: with the defaults Mosquitto drops
         # QoS 1 messages for a subscriber that falls behind (max_queued_messages 1000).
+        # `user`: started as root (CI), Mosquitto would drop to the `mosquitto` user, which
+        # cannot write our temporary directory: no persistence (sessions lost on a restart)
+        # and no log. Naming the current user keeps it as is (ignored when not root).
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\n"
+            f"user {getpass.getuser()}\n"
             f"allow_anonymous {'true' if anonymous else 'false'}\n"
             "persistence true\n"
             f"persistence_location {workdir / 'data'}/\n"

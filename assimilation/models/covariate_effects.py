@@ -15,21 +15,18 @@ __all__ = ["LinearEffect"]
 
 
 class LinearEffect(NamedTuple):
-    """θ ∝ max(1 + slope · (value' − reference), floor), value' = max(value, reference) when
-    ``only_above`` (an effect that starts at the reference, e.g. age above 71 years).
+    """θ ∝ max(1 + slope · (value − reference), floor).
 
     Examples: vancomycin CL ∝ 1 + 0.0154 (CrCL − 66) (Thomson 2009); S-warfarin
-    CL ∝ 1 − 0.0091 (age − 71) above 71 years (Hamberg 2007). The floor keeps θ positive
-    for covariate values far outside the data the model was built on.
+    CL ∝ 1 − 0.0091 (age − 71) (Hamberg 2007). The floor keeps θ positive for covariate
+    values far outside the data the model was built on.
     """
 
     parameter: str
     covariate: str
     reference: float
     slope: float
-    only_above: bool = False
     floor: float = 0.05
 
     def log_effect(self, value: float) -> float:
-        value = max(float(value), self.reference) if self.only_above else float(value)
-        return float(np.log(max(1.0 + self.slope * (value - self.reference), self.floor)))
+        return float(np.log(max(1.0 + self.slope * (float(value) - self.reference), self.floor)))

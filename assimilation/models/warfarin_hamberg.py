@@ -2,31 +2,41 @@
 
 Source: Hamberg AK, Dahl ML, Barban M, Scordo MG, Wadelius M, Pengo V, Padrini R, Jonsson EN.
 A PK-PD model for predicting the impact of age, CYP2C9, and VKORC1 genotype on
-individualization of warfarin therapy. Clin Pharmacol Ther 2007;81(4):529-538 (final-model
-parameter table). The values below are quoted as transcribed in the public simulation code of
-Ravvaz K et al., Personalized warfarin dosing in patients using clinical pharmacology
-(Circ Cardiovasc Genet 2017), which implements Hamberg 2007; verify against the publication.
+individualization of warfarin therapy. Clin Pharmacol Ther 2007;81(4):529-538: typical values
+from Table 2 (S-warfarin PK) and Table 4 (INR PD). The paper itself was not at hand; the values
+are as transcribed by two public implementations that agree on every typical value: the
+simulation code of Ravvaz K et al. (Circ Cardiovasc Genet 2017; also ported as the ``reil``
+package's ``HambergPKPD``) and nlmixr2lib's ``Hamberg_2007_warfarin_s`` (each value traced to
+its table), whose vignette also transcribes **Table 5** (the racemic daily dose that gives a
+steady-state INR of 2.5 for each CYP2C9 x VKORC1 genotype at 50, 70 and 90 years).
+tests/models/test_warfarin_hamberg.py reproduces all 54 cells of Table 5 within 3 %, and that
+settles three points on which the transcriptions differ:
 
-Two public transcriptions agree on every typical value below (PK Table 2, PD Table 4) but
-disagree on two points this file cannot settle without the paper:
+* **Age acts on both sides of 71 years**: CL ∝ 1 − 0.0091 (age − 71). (The Ravvaz code applies
+  it above 71 only; Table 5's 50-year-olds then land at INR ~2.7 instead of 2.5; ``reil``
+  points to the paper's Figure 3, and nlmixr2lib applies it at all ages.)
+* **F = 1 on the S-half of the racemic dose**: CL and V are apparent (CL/F, V/F). (The Ravvaz
+  code's F = 0.9 comes from a textbook; with it every Table 5 cell lands low, INR 2.32-2.41.)
+* Steady state does not depend on the fast chain or the IIV, so two readings remain choices:
 
-* **IIV scale.** The Ravvaz lineage (also the ``reil`` package's ``HambergPKPD``) uses the
-  table's figures as variances of the log (ω² = 0.31 on CL, SD 0.56); nlmixr2lib's
-  ``Hamberg_2007_warfarin_s`` reads them as CV % and converts, ω² = ln(1 + CV²) (0.0917 on
-  CL, 0.0664 V1, 0.6845 V2, 0.0197 MTT1, 0.7253 MTT2, 0.1551 EC50). This file follows the
-  Ravvaz reading: the prior is the wider of the two, which costs early precision but does
-  not make the filter overconfident if the narrower reading is the right one.
-* **Fast chain rate.** The Ravvaz code sets ktr1 = 6/MTT1 (its comment: "changed from
-  1/MTT_1"); nlmixr2lib writes the paper's formula as ktr1 = 1/MTT1 (11.6 h per
-  compartment, ~70 h through the chain). This file follows Ravvaz (11.6 h through the
-  chain). Steady-state INR does not depend on it; the speed of the INR response does.
-
-The ``reil`` code also assumes F = 0.9 for the racemate; this file assumes complete
-absorption (``S_FRACTION``).
+  - **IIV scale.** The paper prints the between-subject variability as percentages (nlmixr2lib:
+    "omega(CL_S) 31.0%"; the Ravvaz code's first version divided the same table's percentages
+    by 100 to use them as relative SDs). Ravvaz's current code uses 0.31 as a *variance* of the
+    log (SD 0.56), which makes the dose needed for INR 2.5 spread with a log-SD of ~1.0 across
+    a simulated cohort, against a 12.6-fold range of maintenance doses in the paper's own
+    cohort (6.25-78.75 mg/week). This file reads the figures as CV % in NONMEM's usual sense,
+    ω = CV/100 (ω² = 0.0961 on CL). nlmixr2lib converts by ω² = ln(1 + CV²), which differs
+    only for the two large ones (V2 0.685 instead of 0.982, MTT2 0.725 instead of 1.04); the
+    wider reading is kept, as the safer prior for a filter.
+  - **Fast chain rate.** The paper's appendix writes ktr1 = 1/MTT1 (per nlmixr2lib and
+    ``reil``), but its Figure 2 labels 11.6 h as the time through the whole chain (per
+    ``reil``), and the authors' 2010 model uses n/MTT. This file follows Ravvaz: ktr1 = 6/MTT1
+    (11.6 h through the six compartments). With 1/MTT1 the INR would not move for ~36 h after
+    a first dose. The speed of the INR response depends on this choice; steady state does not.
 
 Structure (time h; dose = racemic warfarin in mg, of which half is S-warfarin)::
 
-    depot → central ⇄ peripheral, ka = 2 /h, F = 0.5 (S-fraction; complete absorption assumed)
+    depot → central ⇄ peripheral, ka = 2 /h, F = 0.5 (the S-fraction; CL and V are apparent)
     C   = A_central / V1 (mg/L S-warfarin)
     E   = C^γ / (EC50^γ + C^γ)          (Emax = 1: inhibition of clotting-factor synthesis)
     chain 1: 6 transit compartments, ktr1 = 6/MTT1; chain 2: 1 compartment, ktr2 = 1/MTT2
@@ -41,20 +51,23 @@ Covariates: ``CYP2C9`` genotype string ("*1/*1", "*1/*2", "*1/*3", "*2/*2", "*2/
 
 | parameter | typical | unit | IIV ω² | source |
 |---|---|---|---|---|
-| CL (*1/*1, ≤ 71 y) | 0.314 | L/h | 0.31 | Hamberg 2007 |
-| CL reduction *1/*2, *1/*3, *2/*2, *2/*3, *3/*3 | 31.5, 45.3, 72.2, 69.0, 85.2 | % | | Hamberg 2007 |
-| CL age effect | −0.91 % per year above 71 | | | Hamberg 2007 |
-| V1 | 13.8 | L | 0.262 | Hamberg 2007 |
-| Q | 0.131 | L/h | — | Hamberg 2007 |
-| V2 | 6.59 | L | 0.991 | Hamberg 2007 |
-| ka | 2 (fixed) | 1/h | — | Hamberg 2007 |
-| EC50 VKORC1 G/G, G/A, A/A | 4.61, 3.02, 2.20 | mg/L | 0.409 | Hamberg 2007 |
-| γ | 0.424 | – | — | Hamberg 2007 |
-| MTT1 (6 compartments) | 11.6 | h | 0.141 | Hamberg 2007 |
-| MTT2 (1 compartment) | 120 | h | 1.02 | Hamberg 2007 |
-| λ | 3.61 | – | — | Hamberg 2007 |
-| INRmax, base INR | 20, 1 | – | — | Hamberg 2007 |
-| INR residual | 0.10 on the log scale | | | assumption: point-of-care meter error; the Ravvaz transcription uses 0.0325 |
+| CL (*1/*1, 71 y) | 0.314 | L/h | 0.0961 (31.0 %) | Hamberg 2007 Table 2 |
+| CL reduction *1/*2, *1/*3, *2/*2, *2/*3, *3/*3 | 31.5, 45.3, 72.2, 69.0, 85.2 | % | | Hamberg 2007 Table 2 |
+| CL age effect | −0.91 % per year (age − 71) | | | Hamberg 2007 Table 2 |
+| V1 | 13.8 | L | 0.0686 (26.2 %) | Hamberg 2007 Table 2 |
+| Q | 0.131 | L/h | — | Hamberg 2007 Table 2 |
+| V2 | 6.59 | L | 0.982 (99.1 %) | Hamberg 2007 Table 2 |
+| ka | 2 (fixed) | 1/h | — | Hamberg 2007 Table 2 |
+| EC50 VKORC1 G/G, G/A, A/A | 4.61, 3.02, 2.20 | mg/L | 0.167 (40.9 %) | Hamberg 2007 Table 4 |
+| γ | 0.424 | – | — | Hamberg 2007 Table 4 |
+| MTT1 (6 compartments) | 11.6 | h | 0.0199 (14.1 %) | Hamberg 2007 Table 4 |
+| MTT2 (1 compartment) | 120 | h | 1.04 (102 %) | Hamberg 2007 Table 4 |
+| λ | 3.61 | – | — | Hamberg 2007 Table 4 |
+| INRmax, base INR | 20 (fixed), 1 | – | — | Hamberg 2007 appendix |
+| INR residual | 0.10 on the log scale | | | assumption: point-of-care meter error; Table 4 gives 0.0325 on the log scale (whether an SD or a variance, the transcriptions do not say) |
+
+The paper also estimated CL–V1 and MTT1–MTT2–EC50 covariances whose values neither
+transcription gives; the prior here is diagonal.
 
 Target: INR 2-3 (e.g. Ageno W et al., Oral anticoagulant therapy, ACCP guidelines 9th ed.,
 Chest 2012;141(2 Suppl):e44S-e88S); metrics: time in therapeutic range (Rosendaal) and
@@ -70,18 +83,23 @@ from assimilation.models.covariate_effects import LinearEffect
 
 DRUG = "warfarin"
 S_FRACTION = 0.5
-"""Racemic warfarin is half S-warfarin; absorption is assumed complete (verify)."""
+"""Racemic warfarin is half S-warfarin; CL and V are apparent, so F = 1 on that half
+(Table 5 is reproduced with it, not with F = 0.9)."""
+
+IIV_CV = {"CL": 0.310, "V1": 0.262, "V2": 0.991, "EC50": 0.409, "MTT1": 0.141, "MTT2": 1.02}
+"""Between-subject variability as printed (CV, Hamberg 2007 Tables 2 and 4); ω = CV."""
 
 CYP2C9_CL_FACTORS = (("*1/*1", 1.0), ("*1/*2", 1 - 0.315), ("*1/*3", 1 - 0.453), ("*2/*2", 1 - 0.722), ("*2/*3", 1 - 0.690), ("*3/*3", 1 - 0.852))
 VKORC1_EC50_FACTORS = (("G/G", 1.0), ("G/A", 3.02 / 4.61), ("A/G", 3.02 / 4.61), ("A/A", 2.20 / 4.61))
 
+NAMES = ("ka", "CL", "V1", "Q", "V2", "EC50", "gamma", "MTT1", "MTT2", "lambda", "INRmax", "base")
 population = Population(
-    names=("ka", "CL", "V1", "Q", "V2", "EC50", "gamma", "MTT1", "MTT2", "lambda", "INRmax", "base"),
+    names=NAMES,
     typical=np.array([2.0, 0.314, 13.8, 0.131, 6.59, 4.61, 0.424, 11.6, 120.0, 3.61, 20.0, 1.0]),
-    omega=np.diag([0.0, 0.31, 0.262, 0.0, 0.991, 0.409, 0.0, 0.141, 1.02, 0.0, 0.0, 0.0]),
+    omega=np.diag([IIV_CV.get(name, 0.0) ** 2 for name in NAMES]),
     effects=(
         CategoricalEffect("CL", "CYP2C9", CYP2C9_CL_FACTORS),
-        LinearEffect("CL", "AGE", 71.0, -0.0091, only_above=True),
+        LinearEffect("CL", "AGE", 71.0, -0.0091),
         CategoricalEffect("EC50", "VKORC1", VKORC1_EC50_FACTORS),
     ),
 )
@@ -168,3 +186,16 @@ def probability_inr_above(times, inr_values, start, end, threshold=INR_HIGH, wei
 
 
 METRICS = {"time_in_range": time_in_range, "p_inr_above_4": probability_inr_above}
+
+TABLE_5 = {
+    ("*1/*1", "G/G"): (9.08, 7.72, 6.36), ("*1/*1", "G/A"): (5.94, 5.06, 4.16), ("*1/*1", "A/A"): (4.32, 3.68, 3.04),
+    ("*1/*2", "G/G"): (6.22, 5.30, 4.40), ("*1/*2", "G/A"): (4.10, 3.50, 2.90), ("*1/*2", "A/A"): (2.98, 2.54, 2.10),
+    ("*1/*3", "G/G"): (5.04, 4.30, 3.58), ("*1/*3", "G/A"): (3.30, 2.82, 2.34), ("*1/*3", "A/A"): (2.40, 2.06, 1.71),
+    ("*2/*2", "G/G"): (2.54, 2.16, 1.77), ("*2/*2", "G/A"): (1.66, 1.41, 1.16), ("*2/*2", "A/A"): (1.21, 1.03, 0.84),
+    ("*2/*3", "G/G"): (2.82, 2.40, 1.97), ("*2/*3", "G/A"): (1.85, 1.57, 1.29), ("*2/*3", "A/A"): (1.35, 1.14, 0.94),
+    ("*3/*3", "G/G"): (1.38, 1.18, 1.00), ("*3/*3", "G/A"): (0.90, 0.77, 0.65), ("*3/*3", "A/A"): (0.66, 0.56, 0.47),
+}
+"""Published check, not a model input: Hamberg 2007 Table 5, the racemic warfarin dose (mg/day)
+for a steady-state INR of 2.5 in typical patients by (CYP2C9, VKORC1) at 50, 70 and 90
+years (as transcribed in nlmixr2lib, vignettes/articles/Hamberg_2007_warfarin_pkpd_pgx.Rmd)."""
+TABLE_5_AGES = (50.0, 70.0, 90.0)

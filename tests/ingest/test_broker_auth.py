@@ -26,8 +26,7 @@ def secured(tmp_path):
     passwd, acl = write_broker_files(registry.broker_users(), tmp_path / "broker")
     (tmp_path / "mosquitto").mkdir()
     broker = _start_or_skip(lambda: Mosquitto(
-        # `user root`: keep reading the test's private tmp dir (ignored when not started as root)
-        tmp_path / "mosquitto", anonymous=False, extra_config=f"user root\npassword_file {passwd}\nacl_file {acl}\n"
+        tmp_path / "mosquitto", anonymous=False, extra_config=f"password_file {passwd}\nacl_file {acl}\n"
     ))
     yield broker, passwords
     broker.stop()

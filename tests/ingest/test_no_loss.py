@@ -145,3 +145,34 @@ def test_influxdb_down_mid_stream_loses_nothing(mosquitto, influxd, tmp_path):
     ids = influx_ids(influxd.url)
     assert len(ids) == len(set(ids)) == 5000
     assert set(publisher.acked) == set(ids)
+
+
+@pytest.mark.slow
+def test_broker_restart_mid_stream_loses_nothing(mosquitto, tmp_path):
+    """The consumer's own network loop (ingest.mqtt.SelectLoop) reconnects after the broker
+    goes away with a backlog queued for it, resubscribes, and stores what was acknowledged
+    before and after the restart exactly once."""
+    enroll_all(tmp_path / "registry.sqlite")
+    store = SqliteStore(tmp_path / "store.sqlite")
+    consumer = IngestConsumer(mosquitto.url, store, Registry(tmp_path / "registry.sqlite"), protocol="5").start()
+    acked = []
+    try:
+        before = AckedPublisher(mosquitto.url, "restart-devices-1", protocol="5")
+        before.publish_readings(stream(3000, 0))
+        before.wait_all_acked()
+        acked += before.acked
+        before.client.loop_stop()
+        mosquitto.stop()  # a SIGTERM: the broker saves what it has not delivered yet
+        mosquitto.start()
+        after = AckedPublisher(mosquitto.url, "restart-devices-2", protocol="5")
+        after.publish_readings(stream(1000, 3000), rate_per_s=2000)
+        after.close()
+        acked += after.acked
+        assert len(acked) == 4000
+        assert wait_until(lambda: len(stored_ids(store)) >= 4000, 60, 0.2)
+    finally:
+        consumer.stop()
+    ids = stored_ids(store)
+    store.close()
+    assert len(ids) == len(set(ids)) == 4000
+    assert set(acked) == set(ids)

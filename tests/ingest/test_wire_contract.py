@@ -4,6 +4,8 @@ import json
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wire import RejectReason, parse_topic
 from wire.messages import CanonicalDose, CanonicalReading, Invalid, parse_dose_events, parse_readings, parse_status
@@ -130,3 +132,27 @@ def test_topics_carry_device_identity_only():
 def test_status_payload():
     assert parse_status(b'{"state": "offline"}').state == "offline"
     assert isinstance(parse_status(b'{"state": "asleep"}'), Invalid)
+
+
+# Values of every JSON type, with the edge cases of each field's constraints.
+_json_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**64), 2**64), st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([NOW, NOW + 1e4, 1.0e9, 0.0, -1.0, 1e308, 12.5, 0.001, 1e6]),
+    st.sampled_from(["r-1", "", "x" * 65, "bad id", "20578-1", "mg/L", "ug/mL", "mmol/L", "10", "{INR}", "é"]),
+    st.text(max_size=8), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+)
+_fields = st.sampled_from(["id", "seq", "t", "n", "u", "v", "bloq", "val", "extra"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    drop=st.sets(st.sampled_from(["id", "seq", "t", "n", "u", "v"]), max_size=2),
+    changes=st.dictionaries(_fields, _json_values, max_size=3),
+)
+def test_the_single_reading_fast_path_agrees_with_the_general_path(drop, changes):
+    """`parse_readings` validates a one-object payload straight from JSON; with a leading space
+    the same payload takes the general path (parse, then validate). Same outcome, same words."""
+    body = {"id": "r-1", "seq": 1, "t": NOW - 60, "n": "20578-1", "u": "mg/L", "v": 12.5}
+    body = {k: v for k, v in {**body, **changes}.items() if k not in drop}
+    payload = json.dumps(body).encode()
+    assert parse_readings(payload, NOW) == parse_readings(b" " + payload, NOW)
