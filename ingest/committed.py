@@ -15,7 +15,6 @@ every committed event; duplicates are dropped by the patient timelines.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections import defaultdict
@@ -49,9 +48,9 @@ def encode(batch: Batch) -> list[tuple[str, bytes]]:
     """(topic, payload) per bucket touched by the batch's readings and doses."""
     groups: dict[int, dict[str, list]] = defaultdict(lambda: {"readings": [], "doses": []})
     for reading in batch.readings:
-        groups[bucket_of(reading.patient_id)]["readings"].append(dataclasses.asdict(reading))
+        groups[bucket_of(reading.patient_id)]["readings"].append(reading._asdict())
     for dose in batch.doses:
-        groups[bucket_of(dose.patient_id)]["doses"].append(dataclasses.asdict(dose))
+        groups[bucket_of(dose.patient_id)]["doses"].append(dose._asdict())
     return [(committed_topic(b), json.dumps(body, separators=(",", ":")).encode()) for b, body in sorted(groups.items())]
 
 

@@ -87,29 +87,17 @@ class SqliteStore:
             cursor = self._writer.cursor()
             cursor.execute("BEGIN IMMEDIATE")
             try:
+                # The records' fields are in column order (ingest/records.py): rows as they are.
                 cursor.executemany(
-                    f"INSERT OR IGNORE INTO reading ({READING_COLUMNS}) VALUES ({','.join('?' * 12)})",
-                    [
-                        (r.patient_id, r.device_id, r.reading_id, r.seq, r.analyte, r.value, r.unit,
-                         r.measured_at, r.received_at, int(r.bloq), r.original_value, r.original_unit)
-                        for r in batch.readings
-                    ],
+                    f"INSERT OR IGNORE INTO reading ({READING_COLUMNS}) VALUES ({','.join('?' * 12)})", batch.readings
                 )
                 cursor.executemany(
-                    f"INSERT OR IGNORE INTO dose ({DOSE_COLUMNS}) VALUES ({','.join('?' * 12)})",
-                    [
-                        (d.patient_id, d.device_id, d.dose_id, d.seq, d.drug, d.amount_mg, d.route, d.given_at,
-                         d.received_at, d.duration_s, d.status, d.scheduled_at)
-                        for d in batch.doses
-                    ],
+                    f"INSERT OR IGNORE INTO dose ({DOSE_COLUMNS}) VALUES ({','.join('?' * 12)})", batch.doses
                 )
                 cursor.executemany(
                     "INSERT INTO dead_letter (received_at, topic, device_id, reason, detail, payload, element)"
                     " VALUES (?,?,?,?,?,?,?)",
-                    [
-                        (d.received_at, d.topic, d.device_id, d.reason, d.detail, d.payload, d.element)
-                        for d in batch.dead_letters
-                    ],
+                    batch.dead_letters,
                 )
                 cursor.execute("COMMIT")
             except BaseException:

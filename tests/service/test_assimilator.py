@@ -221,8 +221,6 @@ def test_an_implausible_reading_raises_its_alert_from_the_batched_checks(world, 
     """Two patients' new levels (each after a second dose that the check must carry the start
     posterior through) arrive together: both are checked in one call, and only the level 30x
     what the model predicts raises an implausible-reading alert."""
-    import dataclasses
-
     import mipdstream.service.policy as policy
     from mipdstream.config import Settings
 
@@ -243,7 +241,7 @@ def test_an_implausible_reading_raises_its_alert_from_the_batched_checks(world, 
     store.write(first)
     assimilator.submit(first)
     wait_idle(assimilator)
-    outlier = dataclasses.replace(events["p1"][0][4], value=30 * events["p1"][0][4].value)
+    outlier = events["p1"][0][4]._replace(value=30 * events["p1"][0][4].value)
     second = Batch([outlier, events["p2"][0][4]], [events[pid][1][1] for pid in events])  # at 14 h, after the 12 h doses
     store.write(second)
     assimilator.submit(second)
