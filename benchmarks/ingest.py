@@ -1,6 +1,6 @@
 """Ingest throughput and publish-to-commit latency through a real Mosquitto.
 
-    python benchmarks/ingest.py [--quick] [--json FILE]
+    python benchmarks/ingest.py [--quick] [--ingest-processes N] [--json FILE]
 
 One publisher process (paho, QoS 1, 1,000 simulated devices, bounded in-flight window)
 streams readings; each reading's `t` is its publish time, so commit time - t is the
@@ -14,7 +14,9 @@ broker backlog. For the same publisher, in the same run:
   the ceiling of a Python MQTT consumer on this machine. It is measured first and again
   last (it scatters by +-20 % from run to run on this VM), and the ratios are against
   the mean of the two;
-- `sqlite` and `influxdb`: the ingest consumer, every reading committed before its PUBACK.
+- `sqlite` and `influxdb`: the ingest consumer, every reading committed before its PUBACK;
+  with `--ingest-processes N`, N consumer processes on one MQTT 5 shared subscription (the
+  deployed layout, docs/DEPLOY.md) writing to the same store.
 
 Only readings the publisher got a PUBACK for count as sent; `lost` are those not stored.
 """
@@ -28,6 +30,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -95,25 +98,82 @@ def bench_raw(url: str, n: int, workdir: Path) -> dict:
             "publish_per_s": publish_rate}
 
 
+def _open_store(kind: str, data: Path, influx_url: str | None, spool: str = "spool"):
+    return SqliteStore(data / "store.sqlite") if kind == "sqlite" else InfluxStore(influx_url, "bench", data / spool)
+
+
+def consume_main(url: str, kind: str, data: str, influx_url: str, index: str) -> None:
+    """Child process (``--ingest-processes`` > 1): one consumer on the shared subscription;
+    prints one line per committed batch (commit time, then each reading's measurement time)
+    until its stdin closes."""
+    store = _open_store(kind, Path(data), influx_url or None, spool=f"spool-{index}")
+    # One group per store: the previous store's consumers keep their persistent sessions in
+    # their group, and Mosquitto goes on queueing their share of the messages for them.
+    consumer = IngestConsumer(url, store, Registry(Path(data) / "registry.sqlite"), client_id=f"bench-ingest-{kind}-{index}",
+                              protocol="5", shared_group=f"bench-{kind}")
+    consumer.on_commit(lambda batch, at: print(at, *(r.measured_at for r in batch.readings), flush=True))
+    consumer.start()
+    print("ready", flush=True)
+    sys.stdin.read()
+    consumer.stop()
+    store.close()
+
+
+class _ConsumerProcesses:
+    """``count`` ingest processes on one MQTT 5 shared subscription (the deployed layout,
+    docs/DEPLOY.md), each reporting its commits to `on_commit` through a pipe."""
+
+    def __init__(self, count: int, url: str, kind: str, data: Path, influx_url: str | None, on_commit):
+        self.procs = [
+            subprocess.Popen([sys.executable, __file__, "--consume", url, kind, str(data), influx_url or "", str(i)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            for i in range(count)
+        ]
+        for proc in self.procs:
+            assert proc.stdout.readline().strip() == "ready"
+        self.readers = [threading.Thread(target=self._read, args=(proc, on_commit), daemon=True) for proc in self.procs]
+        for reader in self.readers:
+            reader.start()
+
+    @staticmethod
+    def _read(proc, on_commit) -> None:
+        for line in proc.stdout:
+            committed_at, *measured = map(float, line.split())
+            on_commit(committed_at, measured)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.stdin.close()
+        for proc in self.procs:
+            proc.wait(60)
+        for reader in self.readers:
+            reader.join(10)
+
+
 def bench_store(kind: str, url: str, n: int, workdir: Path, influx_url: str | None,
-                paced_rate: float, paced_seconds: float) -> dict:
+                paced_rate: float, paced_seconds: float, processes: int = 1) -> dict:
     data = workdir / kind
     registry = Registry(data / "registry.sqlite")
     for i in range(N_DEVICES):
         registry.register_device(device_id(i), "biosensor")
         registry.enroll(device_id(i), f"patient-{i:04d}", time.time() - 86400)
-    store = SqliteStore(data / "store.sqlite") if kind == "sqlite" else InfluxStore(influx_url, "bench", data / "spool")
+    store = _open_store(kind, data, influx_url)
     phases = {"saturated": ([], []), "paced": ([], [])}  # latencies, (commit time, batch size)
     current = ["saturated"]
+    lock = threading.Lock()
 
-    def on_commit(batch, committed_at):
-        latencies, commits = phases[current[0]]
-        latencies.extend(committed_at - r.measured_at for r in batch.readings)
-        commits.append((committed_at, len(batch.readings)))
+    def record(committed_at: float, measured: list[float]) -> None:
+        with lock:
+            latencies, commits = phases[current[0]]
+            latencies.extend(committed_at - t for t in measured)
+            commits.append((committed_at, len(measured)))
 
-    consumer = IngestConsumer(url, store, registry, client_id=f"bench-ingest-{kind}", protocol="5")
-    consumer.on_commit(on_commit)
-    consumer.start()
+    if processes == 1:
+        consumer = IngestConsumer(url, store, registry, client_id=f"bench-ingest-{kind}", protocol="5")
+        consumer.on_commit(lambda batch, at: record(at, [r.measured_at for r in batch.readings]))
+        consumer.start()
+    else:
+        consumer = _ConsumerProcesses(processes, url, kind, data, influx_url, record)
     acked, publish_rate = run_publisher(url, n, workdir, tag="s")
     _wait_for(lambda: len(phases["saturated"][0]) >= len(acked))
     current[0] = "paced"
@@ -127,6 +187,7 @@ def bench_store(kind: str, url: str, n: int, workdir: Path, influx_url: str | No
     paced_ms = np.array(phases["paced"][0]) * 1000
     return {
         "store": kind,
+        "ingest_processes": processes,
         "readings_per_s": _sustained_rate(phases["saturated"][1]),
         "p50_commit_ms": float(np.percentile(paced_ms, 50)),
         "p99_commit_ms": float(np.percentile(paced_ms, 99)),
@@ -149,6 +210,7 @@ def _wait_for(predicate, timeout: float = 120.0) -> None:
 
 def _sustained_rate(commits: list[tuple[float, int]]) -> float:
     """Readings/s between the first and the last commit (the first batch opens the clock)."""
+    commits = sorted(commits)
     first, last = commits[0][0], commits[-1][0]
     return (sum(c for _, c in commits) - commits[0][1]) / (last - first) if last > first else 0.0
 
@@ -165,11 +227,17 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--paced-rate", type=float, default=2000.0, help="offered load of the latency phase, readings/s")
     parser.add_argument("--paced-seconds", type=float, default=10.0, help="length of the latency phase")
+    parser.add_argument("--ingest-processes", type=int, default=1,
+                        help="consumer processes on one MQTT 5 shared subscription (the deployed layout); default 1")
     parser.add_argument("--publish", nargs=5, metavar=("URL", "N", "ACKED_FILE", "RATE", "TAG"), help=argparse.SUPPRESS)
+    parser.add_argument("--consume", nargs=5, metavar=("URL", "KIND", "DATA", "INFLUX_URL", "INDEX"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.publish:
         url, count, acked_file, rate, tag = args.publish
         publish_main(url, int(count), acked_file, float(rate), tag)
+        return
+    if args.consume:
+        consume_main(*args.consume)
         return
     n = 20_000 if args.quick else 100_000
     with tempfile.TemporaryDirectory() as tmp:
@@ -180,7 +248,8 @@ def main() -> None:
         influxd = Influxd(workdir / "influxd").start()
         try:
             raw_before = bench_raw(broker.url, n, workdir)
-            rows = [bench_store(kind, broker.url, n, workdir, influxd.url, args.paced_rate, args.paced_seconds)
+            rows = [bench_store(kind, broker.url, n, workdir, influxd.url, args.paced_rate, args.paced_seconds,
+                                args.ingest_processes)
                     for kind in ("sqlite", "influxdb")]
             raw_after = bench_raw(broker.url, n, workdir)
         finally:
@@ -194,7 +263,8 @@ def main() -> None:
         row["ratio_to_raw"] = row["readings_per_s"] / raw_rate if raw_rate else None
         row["readings"] = n
     print(f"ingest benchmark: {n} QoS 1 readings from {N_DEVICES} devices, Mosquitto, "
-          f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+          f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
+          f"{args.ingest_processes} ingest process(es)")
     print(f"raw subscriber: {raw_before['readings_per_s']:.0f}/s first, {raw_after['readings_per_s']:.0f}/s last; "
           "ratios against the mean")
     print(f"latency paced at {args.paced_rate:.0f} readings/s for {args.paced_seconds:.0f} s; "
