@@ -105,6 +105,8 @@ def _try_connect(
     try:
         client.connect(address.host, address.port, keepalive=30, **kwargs)
     except OSError:
+        if network is not None:
+            network.stop()  # never started: closes its wake-up sockets
         return None
     if network is not None:
         network.start()

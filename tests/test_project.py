@@ -6,6 +6,7 @@ import json
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -130,24 +131,31 @@ def test_grafana_provisioning_points_at_the_influxdb_datasource():
         assert f'FROM "{measurement}"' in queries
 
 
-def test_production_mosquitto_config_runs_in_a_real_mosquitto(tmp_path):
-    """deploy/mosquitto/mosquitto.conf with generated auth files and a test certificate."""
+def test_production_mosquitto_config_runs_in_a_real_mosquitto(tmp_path, monkeypatch):
+    """deploy/mosquitto/mosquitto.conf with generated auth files and a test certificate: the
+    service user connects, an anonymous client is refused, and ingest (its own network loop,
+    ingest.mqtt.SelectLoop) stores what a device publishes, both over TLS."""
     import shutil
 
     from ingest.broker import free_port
     from ingest.broker_auth import BrokerUser, hash_password, write_broker_files
+    from ingest.consumer import IngestConsumer
     from ingest.mqtt import connect
+    from ingest.registry import Registry
+    from ingest.sqlite_store import SqliteStore
     from tests.conftest import services_required
+    from tests.publishing import AckedPublisher, reading, wait_until
     from tests.servers import MOSQUITTO, _wait_port
 
     if MOSQUITTO is None or shutil.which("openssl") is None:
         if services_required():
             pytest.fail("MIPD_REQUIRE_SERVICES=1 but mosquitto or openssl is missing")
         pytest.skip("mosquitto or openssl missing")
-    write_broker_files([BrokerUser("svc-mipd", "service", hash_password("pw"))], tmp_path / "auth")
+    write_broker_files([BrokerUser("svc-mipd", "service", hash_password("pw")),
+                        BrokerUser("cgm-1", "device", hash_password("pw"))], tmp_path / "auth")
     (tmp_path / "certs").mkdir()
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-keyout", str(tmp_path / "certs/server.key"), "-out", str(tmp_path / "certs/server.crt")],
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(tmp_path / "certs/server.key"), "-out", str(tmp_path / "certs/server.crt")],
                    check=True, capture_output=True)
     shutil.copy(tmp_path / "certs/server.crt", tmp_path / "certs/ca.crt")
     plain, tls = free_port(), free_port()
@@ -164,6 +172,21 @@ def test_production_mosquitto_config_runs_in_a_real_mosquitto(tmp_path):
         client.disconnect()
         with pytest.raises(ConnectionError):
             connect(f"mqtt://127.0.0.1:{plain}", "anonymous", protocol="5", timeout=3)
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "certs/ca.crt"))  # trust the test certificate
+        registry = Registry(tmp_path / "registry.sqlite")
+        registry.register_device("cgm-1", "biosensor")
+        registry.enroll("cgm-1", "patient-T", time.time() - 3600)
+        store = SqliteStore(tmp_path / "store.sqlite")
+        consumer = IngestConsumer(f"mqtts://svc-mipd:pw@localhost:{tls}", store, registry, protocol="5").start()
+        device = AckedPublisher(f"mqtts://cgm-1:pw@localhost:{tls}", "cgm-1", protocol="5")
+        device.publish_readings(("cgm-1", reading("cgm-1", i, time.time() - 60 + i * 0.01)) for i in range(500))
+        device.close()
+        try:
+            assert len(device.acked) == 500
+            assert wait_until(lambda: len(store.readings("patient-T")) == 500, timeout=30)
+        finally:
+            consumer.stop()
+            store.close()
     finally:
         proc.terminate()
         proc.wait(10)
