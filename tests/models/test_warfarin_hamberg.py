@@ -63,6 +63,19 @@ def test_typical_maintenance_dose_lands_near_the_target():
     assert steady_state_inr({**PATIENT, "AGE": 71.0}, 5.0) == pytest.approx(2.45, rel=0.05)
 
 
+def test_s_warfarin_terminal_half_life_is_63_h():
+    """Hamberg 2007 reports S-warfarin's terminal half-life as 63 h (text beside Table 2, as
+    quoted by nlmixr2lib's vignette): the log-linear slope of the simulated concentration
+    after a single dose, 200-400 h, for the typical *1/*1 patient of 71 years."""
+    model = library_model("warfarin_hamberg")
+    covariates = {"CYP2C9": "*1/*1", "VKORC1": "G/G", "AGE": 71.0}
+    times = np.array([200.0, 300.0, 400.0])
+    _, amounts = readings(model, typical_log_params(model, covariates), daily(10.0, 1), times)
+    central = amounts[:, model.compartments.index("central")]
+    slope = np.polyfit(times, np.log(central), 1)[0]
+    assert np.log(2) / -slope == pytest.approx(63.0, rel=0.02)
+
+
 def _table_5_cells():
     for (cyp, vkorc1), doses in warfarin_hamberg.TABLE_5.items():
         for age, dose in zip(warfarin_hamberg.TABLE_5_AGES, doses):
