@@ -20,8 +20,9 @@ Three checks of ``assimilation/models/warfarin_hamberg.py`` (Hamberg 2007), prin
    parameters drawn from the library's prior, solved by the engine (ODE): INR percentiles on
    day 60, P(2 <= INR <= 3), P(INR > 4).
 
-The steady-state relations (checked against the ODE in tests/models/test_warfarin_hamberg.py):
-Css = F · dose/2 / (CL · 24 h); every transit state at 1 − E(Css); INR = 1 + 20 (1 − (1 − E)²)^λ.
+The steady-state relations (`warfarin_hamberg.inr_at_constant_concentration`, checked against
+the ODE in tests/models/test_warfarin_hamberg.py): Css = F · dose/2 / (CL · 24 h); every
+transit state at 1 − E(Css); INR = 1 + 20 (1 − (1 − E)²)^λ, inverted by `dose_for_inr`.
 """
 
 from __future__ import annotations
@@ -55,10 +56,9 @@ def typical(covariates: dict, name: str) -> float:
 
 
 def steady_state_inr(cl, ec50, dose_mg, f=1.0):
-    p = dict(zip(wf.NAMES, wf.population.typical))
-    css = f * wf.S_FRACTION * dose_mg / (cl * 24.0)
-    effect = css**p["gamma"] / (ec50 ** p["gamma"] + css**p["gamma"])
-    return p["base"] + p["INRmax"] * (1.0 - (1.0 - effect) ** 2) ** p["lambda"]
+    """INR at the average steady-state concentration of `dose_mg` racemic a day."""
+    p = {**dict(zip(wf.NAMES, wf.population.typical)), "CL": cl, "EC50": ec50}
+    return float(wf.inr_at_constant_concentration(p, f * wf.S_FRACTION * dose_mg / (cl * 24.0)))
 
 
 def dose_for_inr(cl, ec50, inr=2.5):

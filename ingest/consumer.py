@@ -75,7 +75,6 @@ class IngestConsumer:
         self._listeners: list[CommitListener] = []
         self._stopping = threading.Event()
         self._worker: threading.Thread | None = None
-        self._client = None
         self._network: SelectLoop | None = None
         self.mqtt5 = False
         self.stats = IngestStats(queue_depth=self._inbox.qsize)
@@ -96,7 +95,7 @@ class IngestConsumer:
         self._inbox.put(Incoming(message.topic, message.payload, time.time(), message.mid, message.qos))
 
     def start(self) -> IngestConsumer:
-        self._client, self.mqtt5, self._network = connect_with_select_loop(
+        _, self.mqtt5, self._network = connect_with_select_loop(
             self.broker_url, self.client_id, protocol=self.protocol, manual_ack=True, persistent=True,
             subscriptions=self._filters, on_message=self._on_message,
         )
@@ -158,7 +157,7 @@ class IngestConsumer:
             if not self._commit(outcome):
                 return
             committed_at = time.time()
-            client = self._client
+            client = self._network.client
             if self.notify and not self._notify(client, outcome.batch):
                 continue  # unacknowledged: redelivered after reconnect, re-committed (no-op), re-notified
             for topic, rejection in outcome.rejections:

@@ -144,6 +144,13 @@ def inr(p, x):
     return p["base"] + p["INRmax"] * jnp.clip(1.0 - a6 * a7, 0.0, 1.0) ** p["lambda"]
 
 
+def inr_at_constant_concentration(p, c):
+    """The INR that a constant S-warfarin concentration `c` (mg/L) settles at: every transit
+    state at the inhibition E(c). At the average steady-state concentration of a regimen,
+    c = S_FRACTION · dose / (CL · τ), it is how Table 5-like dose tables are computed."""
+    return inr(p, jnp.zeros(3 + N_CHAIN1 + 1).at[3:].set(inhibition(p, c)))
+
+
 def bioavailability(p):
     return jnp.ones(3 + N_CHAIN1 + 1).at[0].set(S_FRACTION)
 

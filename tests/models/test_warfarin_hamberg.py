@@ -93,8 +93,7 @@ def test_published_doses_for_inr_2_5_reproduce_table_5():
     for covariates, dose in _table_5_cells():
         p = model.parameters(typical_log_params(model, covariates))
         css = warfarin_hamberg.S_FRACTION * dose / (p["CL"] * 24.0)
-        state = jnp.zeros(len(model.compartments)).at[3:].set(warfarin_hamberg.inhibition(p, css))
-        inr = float(warfarin_hamberg.inr(p, state))
+        inr = float(warfarin_hamberg.inr_at_constant_concentration(p, css))
         if abs(inr - 2.5) > 0.075:
             off[(*covariates.values(), dose)] = round(inr, 3)
     assert not off, off
