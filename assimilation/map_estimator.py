@@ -69,7 +69,7 @@ def _single_particle_state(model: Model, options: Options, log_params, start_tim
     dtype = log_params.dtype
     table = pf.empty_dose_table(options.dose_slots, dtype)
     return pf.ParticleState(
-        log_params=log_params[None, :], amounts=jnp.zeros((1, model.n_compartments), dtype),
+        log_params=log_params[None, :], amounts=model.amounts_at_start(dtype)[None, :],
         cache=pf._prepare(model, log_params[None, :]), log_weights=jnp.zeros(1, dtype),
         time=jnp.asarray(start_time, dtype), doses=table, key=jnp.zeros(2, jnp.uint32),
         log_evidence=jnp.zeros((), dtype), lost_dose=jnp.zeros((), bool), resamples=jnp.zeros((), jnp.int32),

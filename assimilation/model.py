@@ -71,6 +71,9 @@ class Model:
         dose_compartment: default target of doses given without a compartment.
         occasions: optional inter-occasion variability (:class:`Occasions`); its κ follow the
             population parameters in the log-parameter vector.
+        initial_amounts: the state at the start of a patient's record (model time zero), one
+            value per compartment; default all zeros (no drug on board). A non-zero entry
+            belongs to a state that is not a drug amount, such as a sensor's gain at insertion.
 
     Hashing is by identity, so a Model can be a static argument of ``jax.jit``.
     """
@@ -84,8 +87,12 @@ class Model:
     lag_time: Optional[Callable[[dict], Float[Array, " n"]]] = None
     dose_compartment: int = 0
     occasions: Optional[Occasions] = None
+    initial_amounts: Optional[tuple[float, ...]] = None
 
     def __post_init__(self):
+        if self.initial_amounts is not None and len(self.initial_amounts) != self.n_compartments:
+            raise ValueError(f"model {self.name!r}: initial_amounts has {len(self.initial_amounts)} values "
+                             f"for {self.n_compartments} compartments")
         if self.occasions is not None:
             unknown = [name for name, _ in self.occasions.variability if name not in self.population.names]
             if unknown:
@@ -94,6 +101,12 @@ class Model:
     @property
     def n_compartments(self) -> int:
         return len(self.compartments)
+
+    def amounts_at_start(self, dtype=jnp.float32) -> Float[Array, " n"]:
+        """Amounts at the start of a patient's record (:attr:`initial_amounts`, default zeros)."""
+        if self.initial_amounts is None:
+            return jnp.zeros(self.n_compartments, dtype)
+        return jnp.asarray(self.initial_amounts, dtype)
 
     @property
     def parameter_names(self) -> tuple[str, ...]:

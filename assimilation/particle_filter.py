@@ -100,7 +100,7 @@ def initial_state(model: Model, options: Options, prior_means: np.ndarray, keys:
     table = jax.tree.map(lambda a: jnp.broadcast_to(a, (n_rows, *a.shape)), empty_dose_table(options.dose_slots, dtype))
     return ParticleState(
         log_params=log_params,
-        amounts=jnp.zeros((n_rows, n, model.n_compartments), dtype),
+        amounts=jnp.broadcast_to(model.amounts_at_start(dtype), (n_rows, n, model.n_compartments)),
         cache=cache,
         log_weights=jnp.full((n_rows, n), -np.log(n), dtype),
         time=jnp.full((n_rows,), time, dtype),

@@ -71,7 +71,7 @@ def history_log_likelihood(model: Model, options: pf.Options, log_params: Float[
     dtype = log_params.dtype
     table = jax.tree.map(lambda a: jnp.broadcast_to(a, (n_rows, *a.shape)), empty_dose_table(options.dose_slots, dtype))
     state = pf.ParticleState(
-        log_params=log_params, amounts=jnp.zeros((n_rows, n, model.n_compartments), dtype),
+        log_params=log_params, amounts=jnp.broadcast_to(model.amounts_at_start(dtype), (n_rows, n, model.n_compartments)),
         cache=jax.vmap(functools.partial(pf._prepare, model))(log_params),
         log_weights=jnp.full((n_rows, n), -np.log(n), dtype), time=jnp.asarray(start, dtype), doses=table,
         key=jnp.zeros((n_rows, 2), jnp.uint32), log_evidence=jnp.zeros(n_rows, dtype),

@@ -32,9 +32,9 @@ def dose_table_of(model: Model, doses: Sequence[Dose], slots: int | None = None,
 
 
 def amounts_at(model: Model, log_params: Float[Array, " p"], doses: DoseTable, times: Float[Array, " T"]) -> Float[Array, "T n"]:
-    """Compartment amounts at increasing ``times`` (left limits) starting empty before any dose."""
+    """Compartment amounts at increasing ``times`` (left limits) from the model's start state (no drug on board) before any dose."""
     start = jnp.minimum(times[0], jnp.min(jnp.where(doses.amount > 0, doses.time, times[0])))
-    x0 = jnp.zeros(model.n_compartments, times.dtype)
+    x0 = model.amounts_at_start(times.dtype)
     return amounts_after(model, log_params, Course(x0, start, doses), times)[1]
 
 

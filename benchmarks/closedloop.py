@@ -43,12 +43,13 @@ chosen regimen puts before the next decision time are given.
 Measurements (the same standard-normal draws in every arm; device error models are the
 simulators' defaults, device_simulators/poc_meter.py and biosensor.py, ASSUMPTIONS):
 plasma level = true + N(0, sqrt(0.3^2 + (0.08 true)^2)), 0.1 mg/L resolution, LOQ 2 mg/L.
-ISF sensor = gain * (1 - 0.03 * days) * C_isf + offset + N(0, sqrt(1 + (0.05 s)^2)) with the
-truth model's sensor ``bias`` as gain, offset ~ N(0, 0.5 mg/L), 1 % single losses, one
-dropout a day (mean 30 min), 0.5 % spikes (+-Exp(10 mg/L)), LOQ 1 mg/L; the filter
-assimilates the median of each 2 h block (24 readings), divided by the sensor's nominal gain
-drift for its age (vancomycin.sensor_gain, -3 %/day, the model's stated assumption; the
-drift itself is not a model state). Why 2 h blocks and not every reading: what a sensor
+ISF sensor = gain * (1 + drift * days) * C_isf + offset + N(0, sqrt(1 + (0.05 s)^2)) with the
+truth model's sensor ``bias`` as gain and its ``kdrift`` as drift (drift = e^(-24 kdrift) - 1
+per day, linear: -3 %/day for the typical sensor, CV ~50 % between sensors), offset ~ N(0,
+0.5 mg/L), 1 % single losses, one dropout a day (mean 30 min), 0.5 % spikes (+-Exp(10 mg/L)),
+LOQ 1 mg/L; the filter assimilates the median of each 2 h block (24 readings) as it comes:
+the sensor's gain and its drift are states of the model, learned from the readings (until
+2026-11-30 the controller divided out a nominal -3 %/day, the drift of every simulated sensor). Why 2 h blocks and not every reading: what a sensor
 gets wrong (calibration gain, offset, drift, and under a misspecified model the misfit of
 the curve's shape) persists for hours, so ~280 values a day treated as independent make the
 posterior overconfident. One robust value per 2 h is what the model's ISF analyte assumes
@@ -96,7 +97,6 @@ from assimilation import Dose, load_model  # noqa: E402
 from assimilation.dosing import DoseTable  # noqa: E402
 from assimilation.events import Reading  # noqa: E402
 from assimilation.online import init, update  # noqa: E402
-from assimilation.models.vancomycin import sensor_gain  # noqa: E402
 from assimilation.parameters import prior_mean  # noqa: E402
 from assimilation.simulate import Course, amounts_after  # noqa: E402
 from device_simulators.covariates import sample_ward_patient  # noqa: E402
@@ -134,7 +134,7 @@ DOSE_SLOTS = 20  # dose-history slots per patient for simulation/decisions
 
 # device error models (device_simulators defaults)
 POC_CV, POC_SD, POC_LOQ = 0.08, 0.3, 2.0
-ISF = dict(warmup=1.0, noise_sd=1.0, noise_cv=0.05, offset_sd=0.5, drift_per_day=-0.03, loss=0.01, gaps_per_day=1.0,
+ISF = dict(warmup=1.0, noise_sd=1.0, noise_cv=0.05, offset_sd=0.5, loss=0.01, gaps_per_day=1.0,
            gap_mean_h=0.5, spike_p=0.005, spike_scale=10.0, loq=1.0, high=150.0, block=24)
 
 
@@ -202,7 +202,7 @@ def _truth_jit(model, days: int):
     cuts = [0] + [d * per_day for d in range(1, days)] + [len(SIM_TIMES)]
 
     def one(lp_days, table, times):
-        course = Course(jnp.zeros(model.n_compartments, times.dtype), times[0], table)
+        course = Course(model.amounts_at_start(times.dtype), times[0], table)
         plasma, isf = [], []
         for d in range(days):
             course, x = amounts_after(model, lp_days[d], course, times[cuts[d]:cuts[d + 1]])
@@ -253,8 +253,9 @@ def level_reading(true: float, z: float) -> Reading:
     return Reading(0.0, POC_LOQ, "plasma", True) if value < POC_LOQ else Reading(0.0, value, "plasma", False)
 
 
-def sensor_readings(cohort: Cohort, truth_bias: np.ndarray, isf: np.ndarray, t0: float, t1: float):
-    """Per patient: block medians (2 h) of the raw sensor readings in (t0, t1], and the raw counts (P,)."""
+def sensor_readings(cohort: Cohort, truth_bias: np.ndarray, truth_kdrift: np.ndarray, isf: np.ndarray, t0: float, t1: float):
+    """Per patient: block medians (2 h) of the raw sensor readings in (t0, t1], and the raw counts (P,).
+    ``truth_bias`` is each sensor's calibration gain, ``truth_kdrift`` (1/h) its drift."""
     block = ISF["block"]
     first = _index(ISF["warmup"])
     n_blocks = (len(SIM_TIMES) - first) // block
@@ -264,7 +265,8 @@ def sensor_readings(cohort: Cohort, truth_bias: np.ndarray, isf: np.ndarray, t0:
     if idx.size == 0:
         return [[] for _ in range(isf.shape[0])], np.zeros(isf.shape[0], int)
     times = SIM_TIMES[idx]  # (B, 3)
-    gain = truth_bias[:, None, None] * (1.0 + ISF["drift_per_day"] * times[None] / 24.0)
+    drift_per_day = np.expm1(-24.0 * truth_kdrift)  # the model's loss over the first day, linear in time
+    gain = truth_bias[:, None, None] * (1.0 + drift_per_day[:, None, None] * times[None] / 24.0)
     signal = gain * isf[:, idx] + cohort.isf_offset[:, None, None]
     values = signal + cohort.isf_z[:, idx] * np.sqrt(ISF["noise_sd"] ** 2 + (ISF["noise_cv"] * np.abs(signal)) ** 2) + cohort.isf_spike[:, idx]
     values = np.clip(np.round(values * 10) / 10, ISF["loq"], ISF["high"])
@@ -273,15 +275,13 @@ def sensor_readings(cohort: Cohort, truth_bias: np.ndarray, isf: np.ndarray, t0:
         warnings.simplefilter("ignore", RuntimeWarning)
         median = np.nanmedian(np.where(keep, values, np.nan), axis=2)
     centre = SIM_TIMES[idx[:, block // 2]]
-    # the controller divides out the sensor's nominal gain drift for its age (assimilation.models.vancomycin.sensor_gain)
-    nominal = np.asarray(sensor_gain(centre / 24.0), np.float64)
     out = []
     for i in range(isf.shape[0]):
         readings = []
         for b in np.flatnonzero(keep[i].any(axis=1)):
             v = float(median[i, b])
             t = float(centre[b])
-            readings.append(Reading(t, ISF["loq"], "isf", True) if v <= ISF["loq"] else Reading(t, v / float(nominal[b]), "isf", False))
+            readings.append(Reading(t, ISF["loq"], "isf", True) if v <= ISF["loq"] else Reading(t, v, "isf", False))
         out.append(readings)
     return out, keep.sum(axis=(1, 2))
 
@@ -327,7 +327,8 @@ def _decide_jit(model, steps, point: bool):
     def one(args, plan, weights, omega):
         log_params, log_weights, table = args
         n = log_params.shape[0]
-        sample = PosteriorSample(log_params, jnp.zeros((n, model.n_compartments), log_params.dtype), log_weights, jnp.zeros((), log_params.dtype))
+        start = jnp.broadcast_to(model.amounts_at_start(log_params.dtype), (n, model.n_compartments))
+        sample = PosteriorSample(log_params, start, log_weights, jnp.zeros((), log_params.dtype))
         metric = linear_functional_modal(model, 0, steps, STEP, sample, table._replace(fresh=jnp.zeros_like(table.fresh)), plan, offsets, weights)  # (C, W, N)
         w = jnp.exp(log_weights - jax.scipy.special.logsumexp(log_weights))
         distance = jnp.sum(jnp.abs(metric - MID) * w, axis=-1) / MID  # (C, W) expected relative distance to 500
@@ -413,7 +414,8 @@ def run_arm(arm: str, truth_name: str, cohort: Cohort, seed: int, n_particles: i
     truth = load_model(truth_name)
     model = load_model(CONTROLLER)
     truth_lp = truth_parameters(truth, cohort, truth_name)
-    truth_bias = np.exp(cohort.truth_log_params[truth_name][:, list(truth.population.names).index("bias")])
+    sensor = np.exp(cohort.truth_log_params[truth_name][:, [truth.population.index(n) for n in ("bias", "kdrift")]])
+    truth_bias, truth_kdrift = sensor[:, 0], sensor[:, 1]
     P = len(cohort.covariates)
     doses = [[] for _ in range(P)]
     levels = np.zeros(P, int)
@@ -460,7 +462,7 @@ def run_arm(arm: str, truth_name: str, cohort: Cohort, seed: int, n_particles: i
                         events[i].append(r._replace(time=lt))
                         levels[i] += 1
             if arm == "filter_isf":
-                readings, n_raw = sensor_readings(cohort, truth_bias, isf, previous, tau)
+                readings, n_raw = sensor_readings(cohort, truth_bias, truth_kdrift, isf, previous, tau)
                 raw += n_raw
                 for i in range(P):
                     events[i] += readings[i]

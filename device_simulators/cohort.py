@@ -203,13 +203,16 @@ def _meter_schedule(schedule, start_t: float, end_t: float, config: CohortConfig
 def _patient_biosensor(params: BiosensorParams, parameters: dict[str, float], analyte: str) -> BiosensorParams:
     """The biosensor of this patient's drug. A model with a plasma-to-interstitial rate `keo`
     (1/h) and tissue ratio `R_isf` (as the library's vancomycin model has) sets its lag and
-    ratio, and its `bias` the calibration gain (see `simulate_patient`), so that the truth
-    agrees with the model."""
+    ratio, its `kdrift` (1/h) the gain's drift, and its `bias` the calibration gain (see
+    `simulate_patient`), so that the truth agrees with the model (the simulated drift is
+    linear, with the model's loss over the first day: 1 − e^(−24 kdrift) per day)."""
     params = replace(params, analyte=analyte)
     if "keo" in parameters:
         params = replace(params, lag_tau_s=3600.0 / parameters["keo"])
     if "R_isf" in parameters:
         params = replace(params, isf_ratio=parameters["R_isf"])
+    if "kdrift" in parameters:
+        params = replace(params, drift_per_day=float(np.expm1(-24.0 * parameters["kdrift"])))
     return params
 
 

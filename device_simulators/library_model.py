@@ -190,8 +190,8 @@ class LibraryTruthModel:
         # κ = 0: a virtual patient keeps its parameters across occasions (no IOV in the truth)
         log_params = jnp.log(jnp.asarray([parameters[n] for n in self.model.population.names], jnp.float32))
         log_params = jnp.concatenate([log_params, jnp.zeros(self.model.n_parameters - log_params.size, jnp.float32)])
-        # the course starts empty at the origin (the first time or dose), as in `amounts_at`
-        course = Course(jnp.zeros(self.model.n_compartments, jnp.float32), jnp.float32(0.0), table)
+        # the course starts from the model's start state (no drug) at the origin (the first time or dose), as in `amounts_at`
+        course = Course(self.model.amounts_at_start(jnp.float32), jnp.float32(0.0), table)
         hours = ((padded - origin) / 3600.0).astype(np.float32).reshape(pieces, _TIME_PIECE)  # host: no slicing kernels
         values = []
         for piece in hours:

@@ -58,13 +58,13 @@ def prior_sample(model: Model, covariates: dict | None, n_particles: int, key: i
                  amounts: np.ndarray | None = None, dtype=jnp.float32) -> PosteriorSample:
     """Equally weighted draws from the population prior N(log θ_typical + shift, Ω).
 
-    ``amounts`` (n,) or (N, n) sets the state at ``time`` (default: no drug on board).
+    ``amounts`` (n,) or (N, n) sets the state at ``time`` (default: the model's start state, :meth:`Model.amounts_at_start`: no drug on board).
     """
     mean = model.prior_mean(covariates or {})
     root = model.prior_sqrt()
     eta = np.asarray(jax.random.normal(jax.random.PRNGKey(key), (n_particles, root.shape[0]), jnp.float64 if dtype == jnp.float64 else jnp.float32))
     log_params = mean + eta @ root.T
-    x = np.zeros((n_particles, model.n_compartments)) if amounts is None else np.broadcast_to(amounts, (n_particles, model.n_compartments))
+    x = np.broadcast_to(model.amounts_at_start(np.float64) if amounts is None else amounts, (n_particles, model.n_compartments))
     return PosteriorSample(
         jnp.asarray(log_params, dtype), jnp.asarray(x, dtype), jnp.zeros(n_particles, dtype), jnp.asarray(time, dtype)
     )

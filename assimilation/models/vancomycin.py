@@ -24,6 +24,7 @@ Structure (time h, amounts mg, volumes L, clearances L/h)::
     dA1/dt = −(CL + Q)/V1 · A1 + Q/V2 · A2 + infusion        (central)
     dA2/dt =   Q/V1 · A1 − Q/V2 · A2                          (peripheral)
     dCi/dt =   keo · (A1/V1 − Ci)                             (interstitial fluid, mg/L)
+    dg/dt  = − kdrift · g,   g(0) = 1                         (ISF sensor gain, –)
 
 Covariates: ``CRCL`` creatinine clearance (Cockcroft-Gault, mL/min), ``WT`` total body
 weight (kg), ``DIAL`` 1 on intermittent haemodialysis else 0.
@@ -39,6 +40,7 @@ weight (kg), ``DIAL`` 1 on intermittent haemodialysis else 0.
 | keo | 4.0 (t½ 10 min, time constant 15 min) | 1/h | 0.25 | assumption (below) |
 | R_isf | 1.0 | – | — (fixed) | assumption (below) |
 | bias | 1.0 | – | 0.01 (CV 10 %) | assumption (below) |
+| kdrift | 0.00125 (3 %/day) | 1/h | 0.25 (CV ≈ 50 %) | assumption (below) |
 
 The plasma level's error is the point-of-care meter's, not Goti's residual. Goti's residual
 was estimated on routine hospital TDM data, where it also absorbs errors in the recorded dose
@@ -56,25 +58,40 @@ own assay and workflow; :data:`GOTI_RESIDUAL_ERROR` is the published one.
 The interstitial-fluid (ISF) biosensor (microneedle, aptamer type: a reading every few minutes)
 is an *effect compartment*: it takes no drug mass from plasma and follows the plasma
 concentration with first-order equilibration rate keo. Its reading is
-``R_isf · bias · Ci``. Assumptions, stated as such because no population estimate exists:
+``R_isf · bias · g(t) · Ci``, with g the sensor's gain: 1 at insertion, decaying at the
+sensor's own rate kdrift (g is a state, "sensor_gain", which starts at 1 at model time zero:
+``Model.initial_amounts``). Assumptions, stated as such because no population estimate exists:
 
 * keo — plasma→dermal-ISF equilibration of a small hydrophilic molecule; the 15 min time
   constant is an assumption of the same order as the 5–15 min plasma→ISF lag of glucose
   CGMs, and matches the simulator default (device_simulators/biosensor.py). Microneedle
-  aptamer sensors for vancomycin have so far been characterised in animals (e.g. Wu Y et
-  al., Anal Chem 2022, microneedle aptamer sensors in rats; verify), not as a population.
-* R_isf — the steady-state ISF/plasma ratio. Subcutaneous microdialysis gave tissue/plasma
-  AUC ratios well below 1 (about 0.3 in non-diabetic and 0.1 in diabetic cardiac-surgery
-  patients, Skhirtladze K et al., Antimicrob Agents Chemother 2006;50:1372-1375; quoted from
-  memory, verify), but a sensor calibrated against a plasma level at insertion reports
-  plasma-equivalent values, so the ratio is fixed at 1 and all between-sensor differences go
-  into ``bias``.
+  aptamer sensors for vancomycin have so far been characterised in animals (Lin S et al.,
+  Wearable microneedle-based electrochemical aptamer biosensing for precision dosing of drugs
+  with narrow therapeutic windows, Sci Adv 2022, doi:10.1126/sciadv.abq4539: ISF and blood
+  levels strongly correlated in animals), not as a population.
+* R_isf — the steady-state ISF/plasma ratio. Tissue microdialysis under continuous infusion
+  gave median tissue/plasma concentration ratios well below 1 (0.3 in non-diabetic and 0.1
+  in diabetic cardiac-surgery patients, soft tissue; Skhirtladze K et al., Antimicrob Agents
+  Chemother 2006;50(4):1372-1375), but a sensor calibrated against a plasma level at insertion
+  reports plasma-equivalent values, so the ratio is fixed at 1 and all between-sensor
+  differences go into ``bias``.
 * bias — multiplicative calibration error of the sensor, log-normal, CV 10 %: a
   patient/sensor-level parameter the filter learns, mostly from simultaneous plasma levels.
-* drift — the gain of an aptamer sensor decays as it ages. The model API has no time in an
-  analyte's prediction, so drift is not in :data:`model`; :func:`sensor_gain` gives the
-  assumed linear drift (−3 %/day, as the simulator default) for a caller that knows the
-  sensor's age, and the ISF error is wider (15 % proportional) to absorb a day's drift.
+* drift — the signal of an aptamer sensor decays as it ages in tissue (fouling, loss of the
+  probe monolayer): uncorrected, fast (a DNA-aptamer sensor in a rat's jugular vein lost 48 %
+  of its signal in 5 h, Leung KK et al., Angew Chem Int Ed 2024, doi:10.1002/anie.202316678;
+  seen quoted, verify), and drift correction brings it to a few percent over hours (Li H et
+  al., J Am Chem Soc 2016;138:15809-15812: from up to 50 % to under 2 %). What a corrected
+  wearable keeps is modelled as a first-order decay of the gain, g = exp(−kdrift · t), about
+  linear over a sensor's days of wear; typical 3 %/day (the simulator's default,
+  device_simulators/biosensor.py) with CV ≈ 50 % between sensors (log-normal: the gain decays,
+  never grows). Both are ASSUMPTIONS; the filter learns each sensor's kdrift, like its bias,
+  mostly from simultaneous plasma levels (tests/models/test_vancomycin.py checks the filters'
+  posterior against the exact one). The sensor is taken to be inserted at model time zero
+  (the patient's origin in the service); a sensor changed mid-course is not modelled (its gain
+  and bias would need to restart: an event the engine does not have).
+* ISF error 1 mg/L + 15 % — the sensor's noise with the part of its calibration error that
+  neither bias nor drift explains (an assumption, wider than the simulated sensor's 5 %).
 * persistence of the sensor's errors, 2 h — calibration gain, offset, residual drift and,
   under a misspecified structural model, the misfit of the curve's shape are the same from
   one 5-minute reading to the next, so the readings are not independent given the state.
@@ -108,10 +125,20 @@ GOTI_RESIDUAL_ERROR = Combined(3.4, 0.227)
 POINT_OF_CARE_ERROR = Combined(0.5, 0.10)
 """Plasma level from a connected point-of-care meter, meter + structural misfit (ASSUMPTION, module doc)."""
 
+SENSOR_NAMES = ("keo", "R_isf", "bias", "kdrift")
+SENSOR_TYPICAL = (4.0, 1.0, 1.0, 0.03 / 24.0)
+SENSOR_OMEGA = (0.25, 0.0, 0.01, 0.25)
+"""The ISF biosensor's parameters, typical values (1/h, –, –, 1/h) and ω² (ASSUMPTIONS, module
+doc); shared with :mod:`.vancomycin_thomson`, whose sensor is the same."""
+
+COMPARTMENTS = ("central", "peripheral", "isf", "sensor_gain")
+START = (0.0, 0.0, 0.0, 1.0)
+"""State at model time zero: no drug, and a sensor inserted then with its full gain."""
+
 population = Population(
-    names=("CL", "V1", "Q", "V2", "keo", "R_isf", "bias"),
-    typical=np.array([4.5, 58.4, 6.5, 38.4, 4.0, 1.0, 1.0]),
-    omega=np.diag([0.147, 0.5103, 0.0, 0.2822, 0.25, 0.0, 0.01]),
+    names=("CL", "V1", "Q", "V2") + SENSOR_NAMES,
+    typical=np.array([4.5, 58.4, 6.5, 38.4, *SENSOR_TYPICAL]),
+    omega=np.diag([0.147, 0.5103, 0.0, 0.2822, *SENSOR_OMEGA]),
     effects=(
         PowerEffect("CL", "CRCL", 120.0, 0.8),
         CategoricalEffect("CL", "DIAL", ((1, 0.7),)),
@@ -123,11 +150,12 @@ population = Population(
 
 def rate_matrix(p):
     k10, k12, k21 = p["CL"] / p["V1"], p["Q"] / p["V1"], p["Q"] / p["V2"]
-    keo = p["keo"]
+    keo, kdrift = p["keo"], p["kdrift"]
     return jnp.array([
-        [-(k10 + k12), k21, 0.0],
-        [k12, -k21, 0.0],
-        [keo / p["V1"], 0.0, -keo],
+        [-(k10 + k12), k21, 0.0, 0.0],
+        [k12, -k21, 0.0, 0.0],
+        [keo / p["V1"], 0.0, -keo, 0.0],
+        [0.0, 0.0, 0.0, -kdrift],
     ])
 
 
@@ -135,10 +163,12 @@ class PlasmaWithEffectCompartment(LinearCompartments):
     """The rate matrix above, diagonalised in closed form: faster than a general eigensolver
     on CPU, and ``jnp.linalg.eig`` has historically been CPU-only in JAX.
 
-    K = [[B, 0], [keo/V1 · e1ᵀ, −keo]] is block lower-triangular: its rates are those of the
-    2×2 plasma block B (with eigenvectors u) and −keo. An eigenvector of a plasma rate λ is
-    (u, keo·u0 / (V1 (λ + keo))); that of −keo is e3. Needs λ ≠ −keo (true except on a set
-    of measure zero of the parameters; |λ + keo| is floored at 1e-6 /h to stay finite).
+    K = [[B, 0, 0], [keo/V1 · e1ᵀ, −keo, 0], [0, 0, −kdrift]]: the sensor gain is uncoupled,
+    and the rest is block lower-triangular, so the rates are those of the 2×2 plasma block B
+    (with eigenvectors u), −keo and −kdrift. An eigenvector of a plasma rate λ is
+    (u, keo·u0 / (V1 (λ + keo)), 0); that of −keo is e3, that of −kdrift e4. Needs λ ≠ −keo
+    (true except on a set of measure zero of the parameters; |λ + keo| is floored at 1e-6 /h
+    to stay finite).
     """
 
     def prepare(self, params):
@@ -148,10 +178,11 @@ class PlasmaWithEffectCompartment(LinearCompartments):
         gap = plasma.rates + keo
         gap = jnp.where(jnp.abs(gap) < 1e-6, jnp.where(gap < 0, -1e-6, 1e-6), gap)
         isf = keo / params["V1"] * plasma.vectors[0] / gap
-        vectors = jnp.zeros((3, 3), K.dtype).at[:2, :2].set(plasma.vectors).at[2, :2].set(isf).at[2, 2].set(1.0)
-        # inverse of [[U, 0], [w, 1]] is [[U⁻¹, 0], [−w U⁻¹, 1]]
-        inverse = jnp.zeros((3, 3), K.dtype).at[:2, :2].set(plasma.inverse).at[2, :2].set(-isf @ plasma.inverse).at[2, 2].set(1.0)
-        return Modes(jnp.stack([plasma.rates[0], plasma.rates[1], -keo]), vectors, inverse)
+        identity = jnp.eye(4, dtype=K.dtype)
+        vectors = identity.at[:2, :2].set(plasma.vectors).at[2, :2].set(isf)
+        # inverse of [[U, 0], [w, 1]] is [[U⁻¹, 0], [−w U⁻¹, 1]]; the gain's row and column are e4
+        inverse = identity.at[:2, :2].set(plasma.inverse).at[2, :2].set(-isf @ plasma.inverse)
+        return Modes(jnp.stack([plasma.rates[0], plasma.rates[1], -keo, -params["kdrift"]]), vectors, inverse)
 
 
 def plasma_concentration(p, x):
@@ -160,21 +191,23 @@ def plasma_concentration(p, x):
 
 
 def isf_reading(p, x):
-    """Expected biosensor reading, mg/L (plasma-equivalent after calibration)."""
-    return p["R_isf"] * p["bias"] * x[2]
+    """Expected biosensor reading, mg/L (plasma-equivalent after calibration): the ISF level
+    times the sensor's calibration bias and its gain, which decays from 1 at insertion."""
+    return p["R_isf"] * p["bias"] * x[3] * x[2]
 
 
 model = Model(
     name="vancomycin",
     population=population,
-    dynamics=PlasmaWithEffectCompartment(3, rate_matrix, cache_modes=False),  # closed form: recomputed, not stored
-    compartments=("central", "peripheral", "isf"),
+    dynamics=PlasmaWithEffectCompartment(4, rate_matrix, cache_modes=False),  # closed form: recomputed, not stored
+    compartments=COMPARTMENTS,
     analytes=(
         Analyte("plasma", plasma_concentration, POINT_OF_CARE_ERROR, lloq=2.0, unit="mg/L", code="20578-1"),
         Analyte("isf", isf_reading, Combined(1.0, 0.15), lloq=1.0, unit="mg/L", code="x-mipd-vancomycin-isf",
                 persistence_h=SENSOR_ERROR_PERSISTENCE_H),
     ),
     dose_compartment=0,
+    initial_amounts=START,
 )
 
 # --------------------------------------------------------------- metadata (not in the Model API)
@@ -190,15 +223,6 @@ COVARIATES = {
 
 TARGETS = {"auc24": (400.0, 600.0)}
 """mg·h/L, Rybak et al. 2020 (ASHP/IDSA/PIDS/SIDP consensus), MIC 1 mg/L assumed."""
-
-SENSOR_DRIFT_PER_DAY = -0.03
-"""Assumed relative change of sensor gain per day since insertion (no published population value)."""
-
-
-def sensor_gain(days_since_insertion, drift_per_day=SENSOR_DRIFT_PER_DAY):
-    """Multiplicative gain of an aged sensor: 1 + drift · days (assumption, see module doc)."""
-    return 1.0 + drift_per_day * jnp.asarray(days_since_insertion)
-
 
 def auc24(times, plasma, day_start):
     """AUC of the plasma concentration over [day_start, day_start + 24 h], mg·h/L."""

@@ -44,9 +44,9 @@ def _omega(cv):
 
 
 population = Population(
-    names=("CL", "V1", "Q", "V2", "keo", "R_isf", "bias"),
-    typical=np.array([2.99, 0.675 * 70.0, 2.28, 0.732 * 70.0, 4.0, 1.0, 1.0]),
-    omega=np.diag([_omega(0.27), _omega(0.15), _omega(0.49), _omega(1.3), 0.25, 0.0, 0.01]),
+    names=("CL", "V1", "Q", "V2") + vancomycin.SENSOR_NAMES,
+    typical=np.array([2.99, 0.675 * 70.0, 2.28, 0.732 * 70.0, *vancomycin.SENSOR_TYPICAL]),
+    omega=np.diag([_omega(0.27), _omega(0.15), _omega(0.49), _omega(1.3), *vancomycin.SENSOR_OMEGA]),
     effects=(
         LinearEffect("CL", "CRCL", 66.0, 0.0154),
         PowerEffect("V1", "WT", 70.0, 1.0),
@@ -57,14 +57,15 @@ population = Population(
 model = Model(
     name="vancomycin_thomson",
     population=population,
-    dynamics=vancomycin.PlasmaWithEffectCompartment(3, vancomycin.rate_matrix, cache_modes=False),
-    compartments=("central", "peripheral", "isf"),
+    dynamics=vancomycin.PlasmaWithEffectCompartment(4, vancomycin.rate_matrix, cache_modes=False),
+    compartments=vancomycin.COMPARTMENTS,
     analytes=(
         Analyte("plasma", vancomycin.plasma_concentration, Combined(1.6, 0.15), lloq=2.0, unit="mg/L", code="20578-1"),
         Analyte("isf", vancomycin.isf_reading, Combined(1.0, 0.15), lloq=1.0, unit="mg/L", code="x-mipd-vancomycin-isf",
                 persistence_h=vancomycin.SENSOR_ERROR_PERSISTENCE_H),
     ),
     dose_compartment=0,
+    initial_amounts=vancomycin.START,
 )
 
 DRUG = vancomycin.DRUG

@@ -70,7 +70,9 @@ The paper also estimated CL–V1 and MTT1–MTT2–EC50 covariances whose values
 transcription gives; the prior here is diagonal.
 
 Target: INR 2-3 (e.g. Ageno W et al., Oral anticoagulant therapy, ACCP guidelines 9th ed.,
-Chest 2012;141(2 Suppl):e44S-e88S); metrics: time in therapeutic range (Rosendaal) and
+Chest 2012;141(2 Suppl):e44S-e88S; the US warfarin sodium label: "target INR of 2.5 (INR
+range, 2.0 to 3.0)" for venous thromboembolism; mechanical mitral valves 2.5-3.5, a target
+this model's TARGETS does not cover); metrics: time in therapeutic range (Rosendaal) and
 P(INR > 4).
 """
 

@@ -54,6 +54,32 @@ def test_three_compartment_boluses_at_arbitrary_times_match_expm():
     np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=1e-8)
 
 
+def test_initial_amounts_start_every_course_and_every_filter():
+    """A model whose state at time zero is not empty (here 100 mg in the depot): the exact
+    solution adds expm(K t) x0 to the doses' responses, and each filter starts from x0."""
+    from dataclasses import replace
+
+    from assimilation.online import init, particles
+
+    start = (100.0, 0.0, 0.0)
+    model = replace(THREE, name="three_loaded", initial_amounts=start)
+    doses = [Dose(0.0, 200.0, 1), Dose(6.0, 300.0, 0)]
+    times = np.array([0.5, 3.0, 7.5, 24.0])
+    with jax.enable_x64(True):
+        log_params = jnp.log(jnp.asarray(model.population.typical, jnp.float64))
+        ours = np.asarray(amounts_at(model, log_params, dose_table_of(model, doses, dtype=jnp.float64), jnp.asarray(times)))
+        K = np.asarray(_three_compartment_rates(model.parameters(log_params)))
+    reference = np.stack([
+        scipy.linalg.expm(K * t) @ np.array(start) + sum(scipy.linalg.expm(K * (t - d.time))[:, d.compartment] * d.amount for d in doses if d.time < t)
+        for t in times
+    ])
+    np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=1e-8)
+    for method in ("pf", "enkf", "map"):
+        np.testing.assert_array_equal(particles(init(model, {}, n_particles=8, method=method)).amounts, np.broadcast_to(start, (8, 3)))
+    with pytest.raises(ValueError, match="initial_amounts has 2 values for 3 compartments"):
+        replace(THREE, initial_amounts=(1.0, 0.0))
+
+
 def test_float32_exact_solution_is_close_to_float64():
     model = load_model("two_compartment_infusion")
     doses = [Dose(0.0, 1000.0, 0, 1.0), Dose(12.0, 1000.0, 0, 1.0), Dose(24.0, 1500.0, 0, 2.0)]

@@ -12,7 +12,7 @@ import numpy as np
 
 from assimilation import Dose, load_model
 from assimilation.parameters import prior_mean
-from assimilation.simulate import amounts_at, dose_table_of, predict_readings
+from assimilation.simulate import Course, amounts_after, amounts_at, dose_table_of, predict_readings
 
 MODELS = Path(__file__).resolve().parents[2] / "assimilation" / "models"
 
@@ -40,12 +40,16 @@ def readings(model, log_params, doses, times, dtype=jnp.float32):
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
 def _superpose(model, log_params, starts, amounts, durations, compartment, times):
-    def one(start, amount, duration):
+    def one(start, amount, duration):  # the dose's own response: from no drug and no sensor state
         table = dose_table_of(model, [Dose(0.0, 1.0, compartment, 1.0)])
         table = table._replace(amount=table.amount * amount, duration=table.duration * duration)
-        return amounts_at(model, log_params, table, times - start)
+        shifted = times - start
+        empty = Course(jnp.zeros(model.n_compartments, times.dtype), jnp.minimum(shifted[0], 0.0), table)
+        return amounts_after(model, log_params, empty, shifted)[1]
 
-    return jnp.sum(jax.vmap(one)(starts, amounts, durations), axis=0)
+    # plus the free course of the start state from time zero (e.g. a sensor's decaying gain)
+    free = amounts_at(model, log_params, dose_table_of(model, [Dose(0.0, 0.0, compartment, 0.0)]), times)
+    return free + jnp.sum(jax.vmap(one)(starts, amounts, durations), axis=0)
 
 
 def linear_readings(model, log_params, doses, times, dtype=jnp.float32):
