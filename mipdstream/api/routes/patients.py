@@ -53,7 +53,7 @@ class PatientIn(BaseModel):
     patient_id: str = Field(pattern=PATIENT_ID)
     model: str = Field(description="A model name from GET /api/v1/models.", min_length=1, max_length=64)
     covariates: dict[str, float] = Field(default_factory=dict, description="Covariate values, e.g. {'WT': 70}.")
-    origin_s: float | None = Field(None, ge=0, le=4.2e9, description="Model time zero (epoch s); default now.")
+    origin_s: float | None = Field(None, ge=0, le=4.2e9, description="Model time zero (epoch s); default now. Models with a sensor state (vancomycin's ISF gain) take it as the sensor's insertion.")
     target: Target | None = None
 
 
