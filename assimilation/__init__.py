@@ -8,7 +8,7 @@ forecasts of recorded patients: :func:`.replay.replay`. See docs/ASSIMILATION.md
 """
 
 from .dosing import Dose
-from .model import Analyte, Model, load_model
+from .model import Analyte, Model, Sensor, load_model
 from .parameters import CategoricalEffect, ExponentialEffect, Population, PowerEffect
 from .residuals import Additive, Combined, LogNormal, Proportional
 from .structure import LinearCompartments, OdeCompartments
@@ -16,5 +16,5 @@ from .structure import LinearCompartments, OdeCompartments
 __all__ = [
     "Additive", "Analyte", "CategoricalEffect", "Combined", "Dose", "ExponentialEffect",
     "LinearCompartments", "LogNormal", "Model", "OdeCompartments", "Population", "PowerEffect",
-    "Proportional", "load_model",
+    "Proportional", "Sensor", "load_model",
 ]

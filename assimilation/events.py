@@ -15,7 +15,7 @@ from jaxtyping import Bool, Float, Int
 
 from .dosing import Dose
 
-__all__ = ["Reading", "CovariateChange", "Steps", "pack_events", "bucket", "sort_events", "split_at"]
+__all__ = ["Reading", "CovariateChange", "SensorChange", "Steps", "pack_events", "bucket", "sort_events", "split_at"]
 
 
 class Reading(NamedTuple):
@@ -34,6 +34,17 @@ class CovariateChange(NamedTuple):
 
     time: float
     values: dict
+
+
+class SensorChange(NamedTuple):
+    """From ``time`` (h) on, ``analyte`` is read by a new sensor (the old one removed, a new one
+    inserted). What the model's :class:`~assimilation.model.Sensor` of that analyte names
+    restarts: its states at their start values, its parameters drawn afresh from the prior
+    (a new sensor's calibration and drift are not the old one's); what was learned about the
+    patient carries over. Applied before a reading at the same time."""
+
+    time: float
+    analyte: int | str = 0
 
 
 class Steps(NamedTuple):
@@ -65,20 +76,21 @@ def bucket(n: int, minimum: int = 1, coarse: int = 1024, factor: int = 2) -> int
     return size
 
 
-_ORDER = {Reading: 0, CovariateChange: 1, Dose: 2}
+_ORDER = {SensorChange: 0, Reading: 1, CovariateChange: 2, Dose: 3}
 
 
 def sort_events(events: Sequence) -> list:
-    """Time order; at equal times readings, then covariate changes, then doses (stable otherwise):
-    a trough drawn at a dose's time sees neither the dose nor the new covariates."""
+    """Time order; at equal times sensor changes, readings, covariate changes, then doses (stable
+    otherwise): a trough drawn at a dose's time sees neither the dose nor the new covariates,
+    and a new sensor's first reading is read by the new sensor."""
     for event in events:
         if type(event) not in _ORDER:
-            raise TypeError(f"expected Dose, Reading or CovariateChange, got {type(event).__name__}: {event!r}")
+            raise TypeError(f"expected Dose, Reading, CovariateChange or SensorChange, got {type(event).__name__}: {event!r}")
     return sorted(events, key=lambda e: (float(e.time), _ORDER[type(e)]))
 
 
-def split_at(events: Sequence, kind: type) -> list[tuple[list, object | None]]:
-    """The events in time order, cut after each event of type ``kind``:
+def split_at(events: Sequence, kind: type | tuple[type, ...]) -> list[tuple[list, object | None]]:
+    """The events in time order, cut after each event of type ``kind`` (or of the types):
     [(events before marker 1, marker 1), ..., (events after the last marker, None)]."""
     cuts, current = [], []
     for event in sort_events(events):

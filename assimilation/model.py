@@ -11,7 +11,7 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax.numpy as jnp
 import numpy as np
@@ -22,12 +22,22 @@ from .parameters import Population, prior_mean
 from .residuals import ResidualError
 from .structure import Dynamics
 
-__all__ = ["Analyte", "Model", "load_model", "BUILTIN_MODELS"]
+__all__ = ["Analyte", "Sensor", "Model", "load_model", "BUILTIN_MODELS"]
 
 BUILTIN_MODELS = (
     "one_compartment_oral", "two_compartment_infusion",
     "vancomycin", "vancomycin_thomson", "docetaxel_friberg", "warfarin_hamberg",
 )
+
+
+class Sensor(NamedTuple):
+    """What belongs to the physical sensor behind an analyte, and restarts when it is changed
+    (:class:`~assimilation.events.SensorChange`): ``states`` (compartment names) return to
+    their ``Model.initial_amounts``, ``parameters`` (population parameter names, uncorrelated in
+    Ω with every other parameter) are drawn afresh from the prior."""
+
+    states: tuple[str, ...] = ()
+    parameters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,6 +64,9 @@ class Analyte:
     from a sensor whose calibration and drift errors persist for 2 h then carry, together, the
     information of one reading per 2 h whatever the cadence, instead of an overconfident
     posterior built on hundreds of correlated errors a day."""
+    sensor: Optional[Sensor] = None
+    """The states and parameters of the device that reads this analyte (e.g. a wearable's
+    calibration gain and drift), restarted by a ``SensorChange``; None: nothing to restart."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,6 +110,20 @@ class Model:
             unknown = [name for name, _ in self.occasions.variability if name not in self.population.names]
             if unknown:
                 raise ValueError(f"model {self.name!r}: occasions name unknown parameters {unknown}")
+        for analyte in self.analytes:
+            if analyte.sensor is not None:
+                self._check_sensor(analyte)
+
+    def _check_sensor(self, analyte: Analyte) -> None:
+        states, parameters = analyte.sensor
+        unknown = [s for s in states if s not in self.compartments] + [p for p in parameters if p not in self.population.names]
+        if unknown:
+            raise ValueError(f"model {self.name!r}: the sensor of analyte {analyte.name!r} names unknown states or parameters {unknown}")
+        # drawn afresh from their marginal prior: exact only if Ω couples them to nothing else
+        inside = np.isin(self.population.names, parameters)
+        omega = np.asarray(self.population.omega)
+        if np.any(omega[np.ix_(inside, ~inside)] != 0):
+            raise ValueError(f"model {self.name!r}: sensor parameters {list(parameters)} are correlated in Ω with other parameters")
 
     @property
     def n_compartments(self) -> int:
@@ -107,6 +134,12 @@ class Model:
         if self.initial_amounts is None:
             return jnp.zeros(self.n_compartments, dtype)
         return jnp.asarray(self.initial_amounts, dtype)
+
+    def sensor_restart(self, analyte: int | str) -> tuple[np.ndarray, np.ndarray]:
+        """(states, parameters) that a ``SensorChange`` of ``analyte`` restarts, as boolean masks
+        over the compartments (n,) and the log-parameter vector (p,); all False without a sensor."""
+        sensor = self.analytes[self.analyte_index(analyte)].sensor or Sensor()
+        return np.isin(self.compartments, sensor.states), np.isin(self.parameter_names, sensor.parameters)
 
     @property
     def parameter_names(self) -> tuple[str, ...]:

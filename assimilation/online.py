@@ -23,7 +23,7 @@ import numpy as np
 
 from . import ensemble_kalman, map_estimator, particle_filter, rejuvenation
 from .dosing import Dose, DoseTable
-from .events import CovariateChange, Reading, bucket, pack_events, split_at
+from .events import CovariateChange, Reading, SensorChange, bucket, pack_events, split_at
 from .model import Model, load_model
 from .occasions import last_dose_times, occasion_starts
 from .parameters import as_covariate_list
@@ -102,48 +102,55 @@ def _per_patient(posterior: Posterior, items, what: str) -> list[list]:
     return [list(e) for e in items]
 
 
-_EVENTS = (Dose, Reading, CovariateChange)
+_EVENTS = (Dose, Reading, CovariateChange, SensorChange)
+_CHANGES = (CovariateChange, SensorChange)  # applied between packed steps, patient by patient
 
 
 def update(posterior: Posterior, events) -> Posterior:
-    """Assimilate doses, readings and covariate changes (any order; sorted per patient).
-    Readings and covariate changes must not be older than the posterior's time for that
+    """Assimilate doses, readings, covariate changes and sensor changes (any order; sorted per
+    patient). Readings and changes must not be older than the posterior's time for that
     patient (a filter cannot revisit the past)."""
     per_patient = _per_patient(posterior, events, "events")
     now = np.asarray(posterior.state.time)
+    what = {Reading: "reading", CovariateChange: "covariate change", SensorChange: "sensor change"}
     for i, patient_events in enumerate(per_patient):
         for event in patient_events:
-            if isinstance(event, (Reading, CovariateChange)) and event.time < now[i] - 1e-6:
-                what = "reading" if isinstance(event, Reading) else "covariate change"
-                raise ValueError(f"patient {i}: {what} at t={event.time} h is older than the posterior (t={now[i]:.6g} h)")
+            if isinstance(event, (Reading, *_CHANGES)) and event.time < now[i] - 1e-6:
+                raise ValueError(f"patient {i}: {what[type(event)]} at t={event.time} h is older than the posterior (t={now[i]:.6g} h)")
             if isinstance(event, Reading) and not np.isfinite(event.value):
                 raise ValueError(f"patient {i}: reading value {event.value!r} is not finite")
-    if any(isinstance(e, CovariateChange) for patient_events in per_patient for e in patient_events):
-        return _update_with_covariate_changes(posterior, per_patient)
+    if any(isinstance(e, _CHANGES) for patient_events in per_patient for e in patient_events):
+        return _update_with_changes(posterior, per_patient)
     return _update_events(posterior, per_patient)
 
 
-def _update_with_covariate_changes(posterior: Posterior, per_patient: list[list]) -> Posterior:
-    """Rounds of (events up to a covariate change, the change) across patients: each change is
-    applied once the patient's earlier events are assimilated, at its own time."""
+def _update_with_changes(posterior: Posterior, per_patient: list[list]) -> Posterior:
+    """Rounds of (events up to a covariate or sensor change, the change) across patients: each
+    change is applied once the patient's earlier events are assimilated, at its own time."""
     if posterior.method == "map":
-        raise ValueError("method 'map' does not take time-varying covariates (its prior mean is fixed per patient); use 'pf' or 'enkf'")
-    segments = [split_at(patient_events, CovariateChange) for patient_events in per_patient]
+        raise ValueError("method 'map' does not take covariate or sensor changes (its prior is fixed per patient and "
+                         "its fit replays one history); use 'pf' or 'enkf'")
+    segments = [split_at(patient_events, _CHANGES) for patient_events in per_patient]
     covariates = [dict(c) for c in posterior.covariates]
     model = posterior.model
     for r in range(max(len(s) for s in segments)):
         posterior = _update_events(posterior, [s[r][0] if r < len(s) else [] for s in segments])
-        rows, times, deltas = [], [], []
-        for i, s in enumerate(segments):
-            change = s[r][1] if r < len(s) else None
-            if change is not None:
+        changes = [(i, s[r][1]) for i, s in enumerate(segments) if r < len(s) and s[r][1] is not None]
+        shifts = [(i, c) for i, c in changes if isinstance(c, CovariateChange)]
+        sensors = [(i, c) for i, c in changes if isinstance(c, SensorChange)]
+        state = posterior.state
+        if shifts:
+            deltas = []
+            for i, change in shifts:
                 new = {**covariates[i], **change.values}
-                rows.append(i), times.append(float(change.time))
                 deltas.append(model.prior_mean(new) - model.prior_mean(covariates[i]))
                 covariates[i] = new
-        if rows:
-            state = particle_filter.shift_parameters(model, posterior.state, np.array(rows), np.array(times), np.stack(deltas))
-            posterior = posterior._replace(state=state, covariates=tuple(covariates))
+            state = particle_filter.shift_parameters(model, state, np.array([i for i, _ in shifts]),
+                                                     np.array([float(c.time) for _, c in shifts]), np.stack(deltas))
+        if sensors:
+            state = particle_filter.restart_sensors(model, state, np.array([i for i, _ in sensors]), np.array([float(c.time) for _, c in sensors]),
+                                                    [c.analyte for _, c in sensors], np.stack([model.prior_mean(covariates[i]) for i, _ in sensors]))
+        posterior = posterior._replace(state=state, covariates=tuple(covariates))
     return posterior
 
 
@@ -172,8 +179,8 @@ def rejuvenate(posterior: Posterior, history, moves: int = 5, *, start: float = 
     if posterior.method != "pf":
         raise ValueError(f"rejuvenate is for particle-filter posteriors, not {posterior.method!r}")
     per_patient = _per_patient(posterior, history, "history")
-    if any(isinstance(e, CovariateChange) for events in per_patient for e in events):
-        raise ValueError("rejuvenate does not replay covariate changes; give a history of doses and readings")
+    if any(isinstance(e, _CHANGES) for events in per_patient for e in events):
+        raise ValueError("rejuvenate does not replay covariate or sensor changes; give a history of doses and readings")
     now = np.asarray(posterior.state.time)[: posterior.n_patients]
     for i, events in enumerate(per_patient):
         last = max([float(e.time) for e in events], default=start)

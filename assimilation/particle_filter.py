@@ -320,6 +320,50 @@ def shift_parameters(model: Model, state: ParticleState, rows: np.ndarray, times
     return _shift_jit(model)(state, padded, jnp.asarray(full_t, dtype), jnp.asarray(full_delta, dtype))
 
 
+def _restart_one(model: Model, state: ParticleState, time, analyte, states, parameters, prior_mean) -> ParticleState:
+    """Move to ``time``; then the ``states`` (mask, n) take their start values, the log
+    ``parameters`` (mask, p) are drawn afresh from N(``prior_mean``, diag Ω) for every particle,
+    and the new sensor's first reading of ``analyte`` counts in full (its errors are not the
+    old sensor's: ``Analyte.persistence_h``)."""
+    target = jnp.maximum(time, state.time)
+    moved = propagate_particles(model, state.log_params, state.cache, state.amounts, state.time, target, state.doses)
+    key, draw = jax.random.split(state.key)
+    sd = jnp.asarray(np.linalg.norm(model.prior_sqrt(), axis=1), state.log_params.dtype)  # √diag(L Lᵀ)
+    fresh = prior_mean + sd * jax.random.normal(draw, state.log_params.shape, state.log_params.dtype)
+    log_params = jnp.where(parameters, fresh, state.log_params)
+    amounts = jnp.where(states, model.amounts_at_start(moved.dtype), moved)
+    return state._replace(
+        log_params=log_params, amounts=amounts, cache=_prepare(model, log_params), time=target, key=key,
+        doses=state.doses._replace(fresh=jnp.zeros_like(state.doses.fresh)),
+        last_reading=state.last_reading.at[analyte].set(-jnp.inf),
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _restart_jit(model: Model):
+    return _gathered(functools.partial(_restart_one, model))
+
+
+def restart_sensors(model: Model, state: ParticleState, rows: np.ndarray, times: np.ndarray, analytes: list,
+                    prior_means: np.ndarray) -> ParticleState:
+    """Sensor changes: for each patient in ``rows``, propagate to ``times`` (h) and restart what
+    the sensor of its ``analytes`` entry names (:meth:`Model.sensor_restart`); ``prior_means``
+    (R, p) are the patients' prior means of the log-parameter vector."""
+    if len(rows) == 0:
+        return state
+    n_rows, dtype = state.time.shape[0], state.log_params.dtype
+    padded = _padded_rows(rows, n_rows)
+    R, n, p = padded.shape[0], model.n_compartments, model.n_parameters
+    full_t, full_mean, index = np.zeros(R), np.zeros((R, p)), np.zeros(R, np.int32)
+    states, parameters = np.zeros((R, n), bool), np.zeros((R, p), bool)
+    full_t[: len(rows)], full_mean[: len(rows)] = times, prior_means
+    for r, analyte in enumerate(analytes):
+        index[r] = model.analyte_index(analyte)
+        states[r], parameters[r] = model.sensor_restart(analyte)
+    return _restart_jit(model)(state, padded, jnp.asarray(full_t, dtype), jnp.asarray(index), jnp.asarray(states),
+                               jnp.asarray(parameters), jnp.asarray(full_mean, dtype))
+
+
 def _gathered(one, donate: bool = False):
     """Apply a one-patient map ``one(state, *inputs)`` to the rows given, with per-row
     ``inputs`` aligned to ``rows`` (rows == P are padding: gathered with clipping, dropped on

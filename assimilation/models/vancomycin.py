@@ -109,7 +109,7 @@ SIDP). Am J Health Syst Pharm 2020;77(11):835-864.
 import jax.numpy as jnp
 import numpy as np
 
-from assimilation import Analyte, CategoricalEffect, Combined, LinearCompartments, Model, Population, PowerEffect
+from assimilation import Analyte, CategoricalEffect, Combined, LinearCompartments, Model, Population, PowerEffect, Sensor
 from assimilation.models import exposure
 from assimilation.structure import Modes, modes
 
@@ -134,6 +134,10 @@ doc); shared with :mod:`.vancomycin_thomson`, whose sensor is the same."""
 COMPARTMENTS = ("central", "peripheral", "isf", "sensor_gain")
 START = (0.0, 0.0, 0.0, 1.0)
 """State at model time zero: no drug, and a sensor inserted then with its full gain."""
+
+ISF_SENSOR = Sensor(states=("sensor_gain",), parameters=("bias", "kdrift"))
+"""What a new ISF sensor restarts (``SensorChange``): its gain at 1, its own calibration bias
+and drift rate drawn from the prior. keo and R_isf belong to the patient's skin, not the sensor."""
 
 population = Population(
     names=("CL", "V1", "Q", "V2") + SENSOR_NAMES,
@@ -204,7 +208,7 @@ model = Model(
     analytes=(
         Analyte("plasma", plasma_concentration, POINT_OF_CARE_ERROR, lloq=2.0, unit="mg/L", code="20578-1"),
         Analyte("isf", isf_reading, Combined(1.0, 0.15), lloq=1.0, unit="mg/L", code="x-mipd-vancomycin-isf",
-                persistence_h=SENSOR_ERROR_PERSISTENCE_H),
+                persistence_h=SENSOR_ERROR_PERSISTENCE_H, sensor=ISF_SENSOR),
     ),
     dose_compartment=0,
     initial_amounts=START,

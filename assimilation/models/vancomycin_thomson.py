@@ -62,7 +62,7 @@ model = Model(
     analytes=(
         Analyte("plasma", vancomycin.plasma_concentration, Combined(1.6, 0.15), lloq=2.0, unit="mg/L", code="20578-1"),
         Analyte("isf", vancomycin.isf_reading, Combined(1.0, 0.15), lloq=1.0, unit="mg/L", code="x-mipd-vancomycin-isf",
-                persistence_h=vancomycin.SENSOR_ERROR_PERSISTENCE_H),
+                persistence_h=vancomycin.SENSOR_ERROR_PERSISTENCE_H, sensor=vancomycin.ISF_SENSOR),
     ),
     dose_compartment=0,
     initial_amounts=vancomycin.START,

@@ -98,7 +98,7 @@ def test_covariate_change_errors():
     posterior = online.update(online.init(MODEL, {"CRCL": 100.0}, 0, 100, "pf"), [Reading(10.0, 5.0)])
     with pytest.raises(ValueError, match="covariate change at t=5"):
         online.update(posterior, [CovariateChange(5.0, {"CRCL": 50.0})])
-    with pytest.raises(ValueError, match="time-varying covariates"):
+    with pytest.raises(ValueError, match="does not take covariate or sensor changes"):
         online.update(online.init(MODEL, {"CRCL": 100.0}, 0, 100, "map"), [CovariateChange(5.0, {"CRCL": 50.0})])
 
 
