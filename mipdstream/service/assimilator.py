@@ -30,11 +30,12 @@ from typing import Protocol
 import numpy as np
 
 from assimilation import load_model
+from assimilation.events import SensorChange
 from assimilation.online import Posterior, from_bytes, init, rejuvenate, to_bytes, update
 from ingest.records import Batch
 from ingest.store import Store
 from mipdstream.service.batching import split, stack
-from mipdstream.service.events import covariate_events, dose_event, reading_event
+from mipdstream.service.events import covariate_events, dose_event, has_sensor, reading_event, sensor_change_events
 from mipdstream.service.metrics import ServiceMetrics
 from mipdstream.service.state_db import AlertRecord, Checkpoint, PatientRecord, ServiceDB
 from mipdstream.service.summaries import PosteriorSummary, summarise
@@ -115,6 +116,8 @@ class Assimilator:
         self._reconfigured: set[str] = set()  # covariates changed: replay with the new prior
         self._counted: dict[str, int] = {}  # events per patient already in the assimilated metric
         self._moved_at: dict[str, int] = {}  # resample count at each patient's last resample-move
+        self._sensors: dict[str, dict[int, set[str]]] = {}  # patient -> sensor analyte -> device ids seen
+        self._sensor_keys: dict[str, set[str]] = {}  # patient -> sensor changes already on its timeline
         self._lock = threading.Lock()  # guards _timelines for readers (API)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -218,7 +221,10 @@ class Assimilator:
             if not self.owns(patient.patient_id):
                 continue
             timeline = self._timeline(patient)
-            history = self._history(patient)
+            readings = self.store.readings(patient.patient_id)
+            history = self._history(patient, readings)
+            self._sensors[patient.patient_id] = _sensor_devices(patient, readings)
+            self._sensor_keys[patient.patient_id] = {e.key for e in history if e.key.startswith("s:")}
             checkpoint = self.db.checkpoint(patient.patient_id)
             start = timeline.prior
             if checkpoint is not None:
@@ -310,12 +316,32 @@ class Assimilator:
     def _events_of(self, batch: Batch) -> Iterable[tuple[str, TimelineEvent]]:
         for reading in batch.readings:
             patient = self._known(reading.patient_id)
-            if patient is not None and (event := reading_event(patient, load_model(patient.model), reading)) is not None:
-                yield patient.patient_id, event
+            if patient is None:
+                continue
+            model = load_model(patient.model)
+            if (event := reading_event(patient, model, reading)) is None:
+                continue
+            if has_sensor(model, event.event.analyte) and self.filters.method != "map":
+                seen = self._sensors.setdefault(patient.patient_id, {}).get(event.event.analyte, set())
+                if reading.device_id not in seen:
+                    for change in self._sensor_changes(patient, model, batch):
+                        yield patient.patient_id, change
+            yield patient.patient_id, event
         for dose in batch.doses:
             patient = self._known(dose.patient_id)
             if patient is not None and (event := dose_event(patient, dose)) is not None:
                 yield patient.patient_id, event
+
+    def _sensor_changes(self, patient: PatientRecord, model, batch: Batch) -> list[TimelineEvent]:
+        """A device not seen before reads a sensor analyte: the sensor changes that the stored
+        readings and this batch imply, in measurement-time order (not arrival order: the
+        first device in time is the one inserted at the origin), less those already emitted."""
+        readings = self.store.readings(patient.patient_id) + [r for r in batch.readings if r.patient_id == patient.patient_id]
+        self._sensors[patient.patient_id] = _sensor_devices(patient, readings)
+        emitted = self._sensor_keys.setdefault(patient.patient_id, set())
+        changes = [e for e in sensor_change_events(patient, model, readings) if e.key not in emitted]
+        emitted.update(e.key for e in changes)
+        return changes
 
     def _known(self, patient_id: str) -> PatientRecord | None:
         if patient_id not in self._patients:  # a patient configured after start
@@ -342,11 +368,15 @@ class Assimilator:
             self._timelines[patient.patient_id] = timeline
         return timeline
 
-    def _history(self, patient: PatientRecord) -> list[TimelineEvent]:
+    def _history(self, patient: PatientRecord, readings: list | None = None) -> list[TimelineEvent]:
         """Every stored event of the patient, in timeline order (the store is the record; covariate
-        changes come from the patient's record)."""
+        changes come from the patient's record, sensor changes from the readings' device ids,
+        except for MAP, which cannot take them)."""
         model = load_model(patient.model)
-        events = [reading_event(patient, model, r) for r in self.store.readings(patient.patient_id)]
+        readings = self.store.readings(patient.patient_id) if readings is None else readings
+        events = [reading_event(patient, model, r) for r in readings]
+        if self.filters.method != "map":
+            events += sensor_change_events(patient, model, readings)
         events += [dose_event(patient, d) for d in self.store.doses(patient.patient_id)]
         events += covariate_events(patient)
         return sorted((e for e in events if e is not None and e.time >= 0), key=lambda e: e.order)
@@ -406,8 +436,8 @@ class Assimilator:
     def _rejuvenate(self, works: list[Work], posteriors: list[Posterior]) -> None:
         """Resample-move (assimilation.online.rejuvenate) for the patients whose particle cloud
         has been resampled ``rejuvenate_after`` times since its last move, against their whole
-        stored history. Skipped for IOV models, patients with covariate changes and histories
-        the store does not hold in full yet (they are tried again after their next update)."""
+        stored history. Skipped for IOV models, patients with covariate or sensor changes and
+        histories the store does not hold in full yet (they are tried again after their next update)."""
         every = self.filters.rejuvenate_after
         if every <= 0 or self.filters.method != "pf":
             return
@@ -422,6 +452,8 @@ class Assimilator:
             current = self._timelines[work.patient_id].current
             done = [e for e in self._history(patient) if e.order <= work.events[-1].order] if work.events else []
             if len(done) != current.n_events or current.posterior is not posterior:
+                continue
+            if any(isinstance(e.event, SensorChange) for e in done):
                 continue
             chosen.append((work.patient_id, current))
             histories.append([e.event for e in done])
@@ -584,6 +616,17 @@ class Assimilator:
                 if pause > 0:
                     with self._to_write:
                         self._to_write.wait_for(lambda: self._writer_closing, timeout=pause)
+
+
+def _sensor_devices(patient: PatientRecord, readings) -> dict[int, set[str]]:
+    """Per analyte with a sensor, the device ids that have read it (see service/events.py)."""
+    model = load_model(patient.model)
+    devices: dict[int, set[str]] = {}
+    for reading in readings:
+        event = reading_event(patient, model, reading)
+        if event is not None and has_sensor(model, event.event.analyte):
+            devices.setdefault(event.event.analyte, set()).add(reading.device_id)
+    return devices
 
 
 def _readable(checkpoint, patient: PatientRecord):

@@ -1,9 +1,15 @@
-"""Stored readings, doses and covariate changes -> events on a patient's timeline (model hours, model analytes)."""
+"""Stored readings, doses and covariate changes -> events on a patient's timeline (model hours, model analytes).
+
+A sensor change is not a record of its own: an analyte whose model declares a ``Sensor`` (the
+vancomycin ISF patch) is read by one device at a time, so the first reading from a device id
+not seen before for that analyte marks a new sensor (a ``SensorChange`` just before it). The
+first device of all is the sensor inserted at the patient's origin.
+"""
 
 from __future__ import annotations
 
 from assimilation import Dose, Model
-from assimilation.events import CovariateChange, Reading
+from assimilation.events import CovariateChange, Reading, SensorChange
 from ingest.records import StoredDose, StoredReading
 from mipdstream.service.state_db import PatientRecord
 from mipdstream.service.timeline import TimelineEvent
@@ -27,6 +33,31 @@ def reading_event(patient: PatientRecord, model: Model, reading: StoredReading) 
     time = patient.hours(reading.measured_at)
     event = Reading(time, reading.value, analyte, censored=reading.bloq)
     return TimelineEvent(time, f"r:{reading.device_id}:{reading.reading_id}", event)
+
+
+def has_sensor(model: Model, analyte: int) -> bool:
+    return model.analytes[analyte].sensor is not None
+
+
+def sensor_change_event(event: TimelineEvent, device_id: str) -> TimelineEvent:
+    """The change to a new sensor ``device_id``, just before its first reading ``event``."""
+    reading = event.event
+    return TimelineEvent(event.time, f"s:{device_id}:{reading.analyte}", SensorChange(event.time, reading.analyte))
+
+
+def sensor_change_events(patient: PatientRecord, model: Model, readings: list[StoredReading]) -> list[TimelineEvent]:
+    """The sensor changes the stored readings imply (see the module doc), in time order."""
+    seen: dict[int, set[str]] = {}
+    out = []
+    for reading in sorted(readings, key=lambda r: (r.measured_at, r.device_id)):
+        event = reading_event(patient, model, reading)
+        if event is None or not has_sensor(model, event.event.analyte):
+            continue
+        devices = seen.setdefault(event.event.analyte, set())
+        if devices and reading.device_id not in devices:
+            out.append(sensor_change_event(event, reading.device_id))
+        devices.add(reading.device_id)
+    return out
 
 
 def dose_event(patient: PatientRecord, dose: StoredDose) -> TimelineEvent | None:

@@ -21,15 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 
-_RANK = {"r:": 0, "c:": 1, "d:": 2}
+_RANK = {"s:": -1, "r:": 0, "c:": 1, "d:": 2}
 
 
 class TimelineEvent(NamedTuple):
     """A dose or reading on the patient's clock.
 
     ``key`` identifies the event across redeliveries (``r:<device>:<reading id>``,
-    ``d:<device>:<dose id>`` or ``c:<epoch s>`` for a covariate change); ``event`` is what the
-    filter assimilates.
+    ``d:<device>:<dose id>``, ``c:<epoch s>`` for a covariate change or ``s:<device>:<analyte>``
+    for a new sensor); ``event`` is what the filter assimilates.
     """
 
     time: float
@@ -38,8 +38,8 @@ class TimelineEvent(NamedTuple):
 
     @property
     def order(self) -> tuple:
-        # Readings, then covariate changes, then doses at equal times (a trough is drawn before
-        # the dose; assimilation.events.sort_events), then by key, so every replay sorts identically.
+        # Sensor changes, readings, covariate changes, then doses at equal times (a trough is drawn
+        # before the dose; assimilation.events.sort_events), then by key, so every replay sorts identically.
         return (self.time, _RANK.get(self.key[:2], 2), self.key)
 
 

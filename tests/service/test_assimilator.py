@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from assimilation import Dose
-from assimilation.events import CovariateChange, Reading
+from assimilation.events import CovariateChange, Reading, SensorChange
 from assimilation.online import init, predict, update
 from ingest.records import Batch, StoredDose, StoredReading
 from ingest.sqlite_store import SqliteStore
@@ -215,6 +215,56 @@ def test_a_covariate_change_from_a_time_holds_from_then_on_and_survives_a_restar
     assert again.metrics.rewinds.labels("recovery")._value.get() == 1
     assert_same_posterior(again.posterior("p1")[0], reference(
         "p1", readings, doses, changes=[CovariateChange(8.0, RENAL_FAILURE), CovariateChange(20.0, {"CRCL": 40.0})]))
+
+
+def test_a_new_isf_device_is_a_sensor_change_live_and_after_a_restart(tmp_path):
+    """A vancomycin patient's ISF patch "patch-a" is replaced by "patch-b" at 14 h. Arriving in
+    one batch with patch-b's readings first, the posterior is the online API's with a
+    SensorChange at patch-b's first reading (the first device in time is the original one,
+    whatever the arrival order); a restart restores it without a replay; a third patch later
+    is one more change."""
+    db, store = ServiceDB(tmp_path / "service.sqlite"), SqliteStore(tmp_path / "store.sqlite")
+    covariates = {"CRCL": 100.0, "WT": 75.0, "DIAL": 0}
+    db.add_patient(PatientRecord("v1", "vancomycin", covariates, ORIGIN))
+    doses = [StoredDose("v1", "pump", f"d{k}", k, "vancomycin", 1000.0, "iv", ORIGIN + 3600 * t, ORIGIN + 3600 * t,
+                        duration_s=3600.0) for k, t in enumerate((0.0, 12.0))]
+
+    def isf(device, hours, value):
+        return [StoredReading("v1", device, f"{device}-{t}", k, "x-mipd-vancomycin-isf", value, "mg/L", ORIGIN + 3600 * t,
+                              ORIGIN + 3600 * t) for k, t in enumerate(hours)]
+
+    plasma = [StoredReading("v1", "poc", "p1", 1, "20578-1", 11.0, "mg/L", ORIGIN + 3600 * 11.5, ORIGIN + 3600 * 11.5)]
+    readings = isf("patch-b", (14.0, 16.0, 18.0), 19.0) + plasma + isf("patch-a", (2.0, 4.0, 6.0, 8.0, 10.0), 12.0)
+    def live(batch):  # started before the batch is stored: its events come by the live path, not recovery
+        assimilator = Assimilator(db, store, FILTERS, Timing(reorder_window_s=0.0, batch_window_s=0.01)).start()
+        store.write(batch)
+        assimilator.submit(batch)
+        wait_idle(assimilator)
+        assimilator.stop()
+        return assimilator
+
+    try:
+        assimilator = live(Batch(readings, doses))
+
+        def expected(*changes):
+            events = [Reading((r.measured_at - ORIGIN) / 3600, r.value, "plasma" if r.analyte == "20578-1" else "isf")
+                      for r in store.readings("v1")] + list(changes)
+            events += [Dose((d.given_at - ORIGIN) / 3600, d.amount_mg, None, d.duration_s / 3600) for d in doses]
+            return update(init("vancomycin", covariates, patient_seed(FILTERS.seed, "v1"), FILTERS.n_particles), events)
+
+        changed = expected(SensorChange(14.0, "isf"))
+        assert_same_posterior(assimilator.posterior("v1")[0], changed)
+        assert not np.allclose(np.asarray(expected().state.log_params), np.asarray(changed.state.log_params), atol=1e-3)
+        restarted = Assimilator(db, store, FILTERS, Timing()).start()
+        restarted.stop()
+        assert restarted.metrics.rewinds.labels("recovery")._value.get() == 0
+        assert_same_posterior(restarted.posterior("v1")[0], changed)
+        assimilator = live(Batch(isf("patch-c", (26.0, 28.0), 9.0), []))
+        assert assimilator.metrics.rewinds.labels("recovery")._value.get() == 0
+        assert_same_posterior(assimilator.posterior("v1")[0], expected(SensorChange(14.0, "isf"), SensorChange(26.0, "isf")))
+    finally:
+        store.close()
+        db.close()
 
 
 def test_an_implausible_reading_raises_its_alert_from_the_batched_checks(world, tmp_path, monkeypatch):
