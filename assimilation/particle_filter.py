@@ -322,14 +322,16 @@ def shift_parameters(model: Model, state: ParticleState, rows: np.ndarray, times
 
 def _restart_one(model: Model, state: ParticleState, time, analyte, states, parameters, prior_mean) -> ParticleState:
     """Move to ``time``; then the ``states`` (mask, n) take their start values, the log
-    ``parameters`` (mask, p) are drawn afresh from N(``prior_mean``, diag Ω) for every particle,
+    ``parameters`` (mask, p) are drawn afresh from their prior N(``prior_mean``, Ω) for every particle,
     and the new sensor's first reading of ``analyte`` counts in full (its errors are not the
     old sensor's: ``Analyte.persistence_h``)."""
     target = jnp.maximum(time, state.time)
     moved = propagate_particles(model, state.log_params, state.cache, state.amounts, state.time, target, state.doses)
     key, draw = jax.random.split(state.key)
-    sd = jnp.asarray(np.linalg.norm(model.prior_sqrt(), axis=1), state.log_params.dtype)  # √diag(L Lᵀ)
-    fresh = prior_mean + sd * jax.random.normal(draw, state.log_params.shape, state.log_params.dtype)
+    # a whole prior draw, of which the sensor's entries are kept: their marginal, correlations
+    # among them included (Model checks that Ω couples them to nothing else)
+    root = jnp.asarray(model.prior_sqrt(), state.log_params.dtype)
+    fresh = prior_mean + jax.random.normal(draw, state.log_params.shape, state.log_params.dtype) @ root.T
     log_params = jnp.where(parameters, fresh, state.log_params)
     amounts = jnp.where(states, model.amounts_at_start(moved.dtype), moved)
     return state._replace(
