@@ -66,6 +66,9 @@ class BiosensorParams:
     """Reported values are rounded to this, mg/L."""
     upload_delay_s: float = 0.0
     """Time from measurement to upload, s."""
+    wear_s: float = 0.0
+    """How long one sensor is worn before a new one replaces it, s (0: one sensor for the whole
+    run). Each new sensor has its own device id, calibration, drift and warm-up."""
 
 
 @dataclass(frozen=True)

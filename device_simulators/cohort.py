@@ -135,21 +135,27 @@ def simulate_patient(
     plasma = _exact_trajectory(model, parameters, covariates, doses)
 
     if config.biosensor is not None and model.plasma_analyte in INTERSTITIAL_ANALYTE:
-        sensor_id = f"{prefix}-isf"
-        sensor_params = _patient_biosensor(config.biosensor, parameters, INTERSTITIAL_ANALYTE[model.plasma_analyte])
-        sensor = Biosensor(_identity(config, sensor_id, start_t, clock_rng), sensor_params, sensor_rng,
-                           gain=parameters.get("bias"))
-        trace = sensor.measure(plasma, start_t, end_t)
-        messages.append(status_message(sensor.identity, start_t, "Biosensor", status_rng))
-        messages += [m for m in sensor.messages(trace) if m.sim_t < end_t]
+        wear = config.biosensor.wear_s
+        insertions = [start_t] + (list(np.arange(start_t + wear, end_t, wear)) if wear > 0 else [])
+        for k, inserted in enumerate(insertions):
+            # a new sensor: its own id, and (for a truth model with sensor parameters) its own bias and drift
+            sensor_id, role = (f"{prefix}-isf", "biosensor") if k == 0 else (f"{prefix}-isf{k + 1}", f"biosensor-{k + 1}")
+            own = parameters if k == 0 else {**parameters, **_new_sensor(model, covariates, sensor_rng)}
+            sensor_params = _patient_biosensor(config.biosensor, own, INTERSTITIAL_ANALYTE[model.plasma_analyte])
+            sensor = Biosensor(_identity(config, sensor_id, inserted, clock_rng), sensor_params, sensor_rng, gain=own.get("bias"))
+            removed = insertions[k + 1] if k + 1 < len(insertions) else end_t
+            trace = sensor.measure(plasma, inserted, removed)
+            messages.append(status_message(sensor.identity, inserted, "Biosensor", status_rng))
+            messages += [m for m in sensor.messages(trace) if m.sim_t < end_t]
+            devices[role] = sensor_id
+            device_truth[sensor_id] = {
+                "calibration": asdict(sensor.calibration),
+                "params": asdict(sensor_params),
+                "clock": asdict(sensor.identity.clock),
+                "inserted_t": inserted,
+            }
         lag = sensor_params.isf_ratio * first_order_lag(plasma, truth_times, sensor_params.lag_tau_s)
         truth[sensor_params.analyte] = lag
-        devices["biosensor"] = sensor_id
-        device_truth[sensor_id] = {
-            "calibration": asdict(sensor.calibration),
-            "params": asdict(sensor_params),
-            "clock": asdict(sensor.identity.clock),
-        }
 
     drug_meter = _drug_meter(config.drug_meter, model.plasma_analyte)
     on_request = None
@@ -214,6 +220,13 @@ def _patient_biosensor(params: BiosensorParams, parameters: dict[str, float], an
     if "kdrift" in parameters:
         params = replace(params, drift_per_day=float(np.expm1(-24.0 * parameters["kdrift"])))
     return params
+
+
+def _new_sensor(model: TruthModel, covariates, rng: np.random.Generator) -> dict[str, float]:
+    """The sensor parameters (``bias``, ``kdrift``) of a replacement sensor, drawn from the truth
+    model's population like the first one's; empty for a truth model without them."""
+    drawn = model.sample_parameters(covariates, rng)
+    return {name: drawn[name] for name in ("bias", "kdrift") if name in drawn}
 
 
 def _exact_trajectory(model: TruthModel, parameters, covariates, doses, code: str | None = None):

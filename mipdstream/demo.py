@@ -50,7 +50,7 @@ def _enroll(live: LiveService, cohort: Cohort, start: float):
     def on_cohort(patients: list[SimulatedPatient]) -> None:
         for patient in patients:
             for role, device in patient.devices.items():
-                live.ingest.registry.register_device(device, DEVICE_KINDS.get(role, role), "mipdstream simulator")
+                live.ingest.registry.register_device(device, DEVICE_KINDS.get(role.split("-")[0], role), "mipdstream simulator")
                 live.ingest.registry.enroll(device, patient.patient_id, start - 3600)
             live.db.add_patient(PatientRecord(patient.patient_id, cohort.model, dict(patient.covariates), start, "demo-ward"))
 

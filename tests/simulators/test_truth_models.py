@@ -121,6 +121,38 @@ def test_library_vancomycin_patient_decides_the_biosensor_lag_ratio_and_gain(lib
     assert sensor["calibration"]["gain"] == pytest.approx(patient.parameters["bias"])
 
 
+def test_a_worn_out_biosensor_is_replaced_by_a_new_device_with_its_own_calibration_and_drift(library_vancomycin):
+    """wear_s = 1 day over 3 days: three ISF devices, each reading only while it is worn (after
+    its own warm-up), the first with the patient's bias and drift, the next ones with fresh
+    draws of both; the gain of each restarts at its calibration (values / latent level right
+    after insertion match the new sensor's gain, not the old sensor's aged one)."""
+    from dataclasses import replace
+
+    from device_simulators.biosensor import BiosensorParams
+
+    day = 86400.0
+    config = CohortConfig(biosensor=replace(BiosensorParams(), wear_s=day, noise_sd=0.0, noise_cv=0.0, calibration_offset_sd=0.0,
+                                            spike_probability=0.0, resolution=0.0), drug_meter=None, creatinine_meter=None)
+    start = NOW - 3 * day - 3600.0
+    patient = simulate_cohort(library_vancomycin, 1, start, 3 * day, seed=4, config=config)[0]
+    sensors = [patient.devices[role] for role in ("biosensor", "biosensor-2", "biosensor-3")]
+    assert len(set(sensors)) == 3 and "biosensor-4" not in patient.devices
+    readings = readings_by_device(merged_messages([patient]), NOW)
+    truths = [patient.device_truth[s] for s in sensors]
+    assert [t["inserted_t"] for t in truths] == pytest.approx([start, start + day, start + 2 * day])
+    assert truths[0]["calibration"]["gain"] == pytest.approx(patient.parameters["bias"])
+    assert len({t["calibration"]["gain"] for t in truths}) == 3 and len({t["params"]["drift_per_day"] for t in truths}) == 3
+    for sensor, truth in zip(sensors, truths):
+        times = np.array([r.reading.t for r in readings[sensor]])
+        worn = truth["inserted_t"] + truth["params"]["warmup_s"] - 1e-3, truth["inserted_t"] + day  # the wire keeps ms
+        assert worn[0] <= times.min() and times.max() < worn[1]
+        latent = np.interp(times, patient.truth_times, patient.truth["x-mipd-vancomycin-isf"])
+        ratio = np.array([r.value for r in readings[sensor]]) / latent
+        days = (times - truth["inserted_t"]) / day
+        expected = truth["calibration"]["gain"] * (1.0 + truth["params"]["drift_per_day"] * days)
+        np.testing.assert_allclose(ratio[latent > 2.0], expected[latent > 2.0], rtol=0.03)  # 5-min truth grid
+
+
 @pytest.mark.parametrize("name", ["vancomycin", "warfarin_hamberg"])
 def test_library_model_computed_in_pieces_equals_one_pass(name):
     """The simulator runs long time grids through its jitted forward model in fixed-size pieces
