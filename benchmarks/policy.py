@@ -2,7 +2,7 @@
 
     python benchmarks/policy.py [--quick] [--json FILE] [--particles 1000] [--batch 1000]
 
-Measures, on the vancomycin model (Goti 2018 + ISF sensor, 3 compartments) when the model
+Measures, on the vancomycin model (Goti 2018 + ISF sensor and its gain, 4 states) when the model
 library has it, else the two-compartment infusion example:
 
 * one patient: milliseconds to score 20 candidate regimens (AUC24 on days 1-3, PTA and risk
