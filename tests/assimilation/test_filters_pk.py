@@ -67,13 +67,15 @@ def _summary(log_params, log_weights):
     return mean, np.array(quantiles)
 
 
-@pytest.mark.parametrize("method, n, tolerance", [("pf", 4000, 0.15), ("enkf", 2000, 0.3)])
+@pytest.mark.parametrize("method, n, tolerance", [("pf", 8000, 0.15), ("enkf", 2000, 0.3)])
 def test_filter_posterior_matches_nuts(data, nuts_reference, method, n, tolerance):
     """Means within ``tolerance`` posterior SDs and 5 %/95 % quantiles within twice that, for
     log ka, log CL, log V.
 
     PF: Monte-Carlo error only — the SE of a mean at ESS ~500 is ~0.05 sd, that of a 5 %
-    quantile ~0.1 sd, plus the NUTS reference's own error; tolerances 0.15 / 0.3 sd. EnKF: a
+    quantile ~0.1 sd, plus the NUTS reference's own error; tolerances 0.15 / 0.3 sd. Measured
+    over seeds 0-11 at 4,000 particles: largest quantile error 0.10-0.31 sd (mean 0.17), so
+    0.3 sd failed now and then by chance; at 8,000 particles, seeds 0-7: 0.16-0.22 sd. EnKF: a
     Gaussian, linearised update of a nonlinear model; 0.3 / 0.6 sd."""
     model, events = data
     posterior = online.update(online.init(model, {"WT": WT}, 3, n, method), events)

@@ -128,3 +128,43 @@ def test_ode_trajectory_in_one_pass_matches_the_exact_path_at_every_save_point()
         ours = np.asarray(ode.dynamics.trajectory(params, (), jnp.asarray(reference[0]), 1.0, jnp.asarray(times), not_fresh, F, lag))
     np.testing.assert_allclose(ours, reference[1:], rtol=1e-6, atol=1e-6)
     assert ours[2, 0] == pytest.approx(reference[2, 0] * np.exp(-1.2 * 0.75), rel=1e-6)  # 6.75 h: the 6 h dose arrives at 6.75, not yet in
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(jnp.float64, 1e-11), (jnp.float32, 100 * np.finfo(np.float32).eps)])
+def test_dose_free_2x2_closed_form_matches_expm(dtype, tolerance):
+    """e^{K dt} x without eigenvectors (Putzer's formula, the path a filter step with no dose
+    term takes for a 2-compartment model) against scipy's ``expm``, over rate constants from
+    1e-4 to 50 /h and intervals from minutes to weeks; and against the analytic solution where
+    ka = CL/V (K defective: the modal path has no eigenvector basis) and nearly so (scipy's
+    ``expm`` itself is off by ~1e-10 there). The error allowed, relative to the largest amount:
+    ``tolerance`` (float32: 100 ulps; float64: 1e-11, above the reference's own error) × the
+    conditioning of the slow rate (|ad| / |det K|: det = ad − bc cancels when elimination is far
+    slower than distribution, in the modal path alike) × (1 + |λ_slow| dt)."""
+    from scipy.linalg import expm
+
+    from assimilation.structure import _expm_2x2_apply
+
+    def oral(ka, k, dt):  # depot -> central, the Bateman solution written without cancellation
+        central_from_depot = ka * np.exp(-k * dt) * (dt if ka == k else np.expm1((k - ka) * dt) / (k - ka))
+        return np.array([[np.exp(-ka * dt), 0.0], [central_from_depot, np.exp(-k * dt)]])
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for _ in range(200):
+        ka, k, k12, k21 = np.exp(rng.uniform(np.log(1e-4), np.log(50.0), 4))
+        for M in (np.array([[-ka, 0.0], [ka, -k]]), np.array([[-(k + k12), k21], [k12, -k21]])):  # oral; mammillary
+            cases.append((M, lambda dt, M=M: expm(M * dt)))
+    for ka, k in ((0.7, 0.7), (0.3, 0.3 * (1 + 1e-7))):
+        cases.append((np.array([[-ka, 0.0], [ka, -k]]), lambda dt, ka=ka, k=k: oral(ka, k, dt)))
+    with jax.enable_x64(dtype == jnp.float64):
+        apply = jax.jit(_expm_2x2_apply)
+        for K, reference in cases:
+            det = np.linalg.det(K)
+            slow = abs(det) / (0.5 * abs(np.trace(K)) + np.sqrt(0.25 * (K[0, 0] - K[1, 1]) ** 2 + K[0, 1] * K[1, 0]))
+            condition = max(1.0, abs(K[0, 0] * K[1, 1]) / abs(det))
+            for dt in (0.05, 1.0, 24.0, 336.0):
+                x = np.abs(rng.normal(size=2)) * 100
+                got = np.asarray(apply(jnp.asarray(K, dtype), jnp.asarray(dt, dtype), jnp.asarray(x, dtype)))
+                want = reference(dt) @ x
+                allowed = tolerance * condition * (1 + slow * dt) * np.abs(want).max()
+                assert np.abs(got - want).max() <= allowed + 1e-30 * np.abs(x).max(), f"K={K}, dt={dt}: {got} vs {want}"  # floor: float32 underflow
