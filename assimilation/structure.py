@@ -67,7 +67,11 @@ def _modes_2x2(K):
     root = jnp.sqrt(jnp.maximum(half_trace * half_trace - det, 0.0))
     big = jnp.where(half_trace <= 0, half_trace - root, half_trace + root)
     big = jnp.where(big == 0, -1e-30, big)
-    small = det / big
+    # Equal rates (ka = CL/V) make K defective, with no eigenvector basis, and nearly equal ones
+    # make V ill-conditioned (float32 gave NaN at equality and 0 at 1e-4 apart). Rates closer than
+    # √ε relative are moved √ε apart: an error of ~√ε in the result instead of a breakdown.
+    separation = jnp.sqrt(jnp.finfo(K.dtype).eps)
+    small = jnp.where(jnp.abs(big - det / big) < separation * jnp.abs(big), big * (1 - separation), det / big)
 
     def vector(lam):
         # (K − λI) v = 0 from either row; the better-conditioned one is kept
