@@ -89,7 +89,7 @@ def _objective(model: Model, options: Options):
         state = _single_particle_state(model, options, log_params, start_time)
 
         def step(s, st):
-            s, _ = pf._assimilate_one(model, None, s, st)  # every dose slot: one single-particle scan
+            s, _ = pf._assimilate_one(model, None, True, s, st)  # every dose slot, censoring possible: one single-particle scan
             return s, None
 
         state, _ = jax.lax.scan(step, state, history)

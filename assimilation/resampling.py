@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import logsumexp
 from jaxtyping import Array, Float, Int
 
@@ -32,17 +33,42 @@ def systematic_resample(log_weights: Float[Array, " N"], uniform: Float[Array, "
     histogram of the c_j (2× faster on CPU than ``searchsorted(method="scan")``).
     """
     n = log_weights.shape[0]
-    cdf = jnp.cumsum(jnp.exp(normalize(log_weights)))
+    cdf = _cumsum(jnp.exp(normalize(log_weights)))
     ends = jnp.clip(jnp.floor(cdf * n - uniform).astype(jnp.int32) + 1, 0, n)
-    ancestors = jnp.cumsum(jnp.zeros(n + 1, jnp.int32).at[ends].add(1))[:n]
+    # counts in floating point: exact below 2²⁴ particles, and the blocked sum is a matmul
+    ancestors = _cumsum(jnp.zeros(n + 1, log_weights.dtype).at[ends].add(1.0))[:n].astype(jnp.int32)
     return jnp.minimum(ancestors, n - 1)  # rounding can leave cdf[-1] slightly below 1
+
+
+def _cumsum(values: Float[Array, " N"], block: int = 32) -> Float[Array, " N"]:
+    """Inclusive prefix sum as two small triangular matrix products: within blocks of ``block``,
+    then over the block totals. ``jnp.cumsum`` lowers to a reduce-window that XLA's CPU backend
+    runs at ~6 ns per element; this runs at ~3.5 (summation order differs: float rounding only)."""
+    n = values.shape[0]
+    padded = -(-n // block) * block
+    rows = jnp.pad(values, (0, padded - n)).reshape(padded // block, block)
+    within = rows @ jnp.asarray(np.triu(np.ones((block, block))), values.dtype)
+    before = within[:, -1] @ jnp.asarray(np.triu(np.ones((padded // block,) * 2), 1), values.dtype)
+    return (within + before[:, None]).reshape(padded)[:n]
 
 
 def weighted_mean_cov(values: Float[Array, "N d"], log_weights: Float[Array, " N"]):
     w = jnp.exp(normalize(log_weights))
-    mean = w @ values
-    centred = values - mean
-    return mean, (centred * w[:, None]).T @ centred
+    d = values.shape[1]
+    if d > 4:
+        mean = w @ values
+        centred = values - mean
+        return mean, (centred * w[:, None]).T @ centred
+    # For a few parameters, one weighted sum per entry: under vmap each is a row reduction that
+    # vectorises, while the (d × N)·(N × d) product above is a batch of tiny matmuls (measured on
+    # CPU at 1,000 particles: 24 -> 11 ns per particle for d = 3; for d = 7 the product wins).
+    columns = [values[:, i] for i in range(d)]
+    means = [w @ column for column in columns]
+    centred = [column - m for column, m in zip(columns, means)]
+    eye = jnp.eye(d, dtype=values.dtype)
+    mean = sum(m * eye[i] for i, m in enumerate(means))
+    cov = sum((w @ (centred[i] * centred[j])) * jnp.outer(eye[i], eye[j]) for i in range(d) for j in range(d))
+    return mean, cov
 
 
 def _robust_cholesky(cov, free):

@@ -76,8 +76,9 @@ def test_batch_equals_one_patient_at_a_time(method):
 
 def test_changing_the_number_of_patients_within_a_bucket_does_not_recompile():
     # the step kernels these events may use: all slots (small batches), 0 or 1 slot delivering;
-    # caller's state or donated
-    kernels = [_assimilate_jit(MODEL, slots, donate) for slots in (None, 0, 1) for donate in (False, True)]
+    # caller's state or donated; with or without the censored likelihood
+    kernels = [_assimilate_jit(MODEL, slots, donate, censored) for slots in (None, 0, 1) for donate in (False, True)
+               for censored in (False, True)]
     events = [Dose(0.0, 300.0), Reading(2.0, 7.0)]
     online.update(online.init(MODEL, [{"WT": 70.0}] * 5, 0, 256, "pf"), [events] * 5)
     compiled = [kernel._cache_size() for kernel in kernels]
@@ -140,3 +141,23 @@ def test_an_update_that_consumes_its_state_gives_the_same_result_and_spares_the_
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert np.asarray(kept.log_params).shape == (4, 256, MODEL.n_parameters)  # the caller's state is intact
     assert np.asarray(keys).shape == (4, 2)  # the keys the states were made from are not donated
+
+
+def test_a_censored_reading_is_weighed_by_its_probability_below_lloq_in_any_batch():
+    """A step with a reading below LLOQ runs the kernel with the censored likelihood (steps
+    without one run a kernel that leaves it out). Censored at an LLOQ far above every particle's
+    prediction, the reading has probability 1 under all of them: the evidence increment is
+    log 1 = 0 whether the patient is alone or batched with an uncensored reading of the same
+    step; read as a density at that value it would be ~−10¹¹."""
+    history = [Dose(0.0, 300.0), Reading(2.0, 7.0)]
+    censored = history + [Reading(6.0, 1e6, censored=True)]
+    observed = history + [Reading(6.0, 5.0)]
+    def evidence(streams):
+        return np.asarray(online.update(online.init(MODEL, [{"WT": 70.0}] * len(streams), 0, 512, "pf"), streams).state.log_evidence)
+
+    before = evidence([history, history])
+    assert abs(evidence([censored])[0] - before[0]) < 1e-4
+    increments = evidence([censored, observed]) - before
+    assert abs(increments[0]) < 1e-4
+    # the uncensored reading: a density, at most that of N(0, 0.7²) at its mode, log = −0.57
+    assert increments[1] < -0.57

@@ -52,3 +52,21 @@ def test_each_particle_is_copied_floor_or_ceil_of_n_times_its_weight_and_unbiase
     assert np.all(np.abs(counts - expected) < 1.0 + 1e-3)  # the low-variance property
     # E[count_j] = N w_j: the mean over 4,000 uniforms within 5 standard errors (var ≤ 1/4)
     assert np.all(np.abs(counts.mean(0) - expected) < 5 * 0.5 / np.sqrt(len(uniforms)))
+
+
+@pytest.mark.parametrize("d", [1, 3, 4, 7])
+def test_weighted_mean_and_covariance_match_numpy(d):
+    """Both paths of ``weighted_mean_cov`` (one weighted sum per entry for d ≤ 4, a matrix
+    product above) against ``np.average`` / ``np.cov(aweights=..., bias=True)`` in float64, on a
+    correlated cloud with uneven weights and an offset that would expose uncentred sums."""
+    from assimilation.resampling import weighted_mean_cov
+
+    rng = np.random.default_rng(d)
+    root = rng.normal(size=(d, d)) * 0.3
+    values = 4.0 + rng.normal(size=(N, d)) @ root.T
+    log_weights = rng.normal(size=N) * 1.5
+    w = np.exp(log_weights - log_weights.max())
+    mean, cov = jax.jit(weighted_mean_cov)(jnp.asarray(values, jnp.float32), jnp.asarray(log_weights, jnp.float32))
+    np.testing.assert_allclose(np.asarray(mean), np.average(values, axis=0, weights=w), atol=1e-5)
+    expected = np.atleast_2d(np.cov(values.T, aweights=w, bias=True))
+    np.testing.assert_allclose(np.asarray(cov), expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
