@@ -8,6 +8,7 @@ from scipy.integrate import solve_ivp
 
 from assimilation import Dose, LinearCompartments, Model, OdeCompartments, Population, Additive, Analyte, load_model
 from assimilation.simulate import amounts_at, dose_table_of
+from assimilation.structure import modes
 
 
 def reference_amounts(K, doses, F, lag, times, n):
@@ -104,7 +105,6 @@ def test_ode_path_matches_exact_path():
 
 
 def test_modes_reconstruct_rate_matrix_for_3_compartments():
-    from assimilation.structure import modes
 
     K = jnp.array([[-1.5, 0.0, 0.0], [1.5, -0.4, 0.2], [0.0, 0.1, -0.2]])
     m = modes(K)
@@ -170,12 +170,15 @@ def test_dose_free_2x2_closed_form_matches_expm(dtype, tolerance):
                 assert np.abs(got - want).max() <= allowed + 1e-30 * np.abs(x).max(), f"K={K}, dt={dt}: {got} vs {want}"  # floor: float32 underflow
 
 
-@pytest.mark.parametrize("relative_gap", [0.0, 1e-5, 1e-4, 1e-2])
-def test_modal_path_survives_equal_absorption_and_elimination_rates(relative_gap):
-    """ka = CL/V makes the oral model's K defective (no eigenvector basis): the modal path gave
-    NaN at equality and 0 mg at a 1e-4 relative gap in float32. Moving the rates √ε apart keeps
-    the central amount within 0.5 % of the Bateman solution (written without cancellation),
-    through a dose step (the modal path) at 1, 10 and 48 h."""
+@pytest.mark.parametrize("relative_gap", [0.0, 1e-5, 1e-4, 1e-3, 1e-2])
+def test_equal_absorption_and_elimination_rates(relative_gap):
+    """ka = CL/V makes the oral model's K defective (no eigenvector basis). The modal path, which
+    steps with dose terms take, gave NaN at equality and 0 mg at a 1e-4 gap in float32; with the
+    rates moved 3√ε apart its central amounts stay within 1 % of the Bateman solution (written
+    without cancellation) after a bolus into the depot, and of solve_ivp for infusions into
+    either compartment (0.6 % at worst, measured); its modes stay finite and reproduce K within
+    1e-2. (The
+    dose-free closed form is exact there: test_dose_free_2x2_closed_form_matches_expm.)"""
     model = load_model("one_compartment_oral")
     ka_i, cl_i, v_i = (model.population.names.index(n) for n in ("ka", "CL", "V"))
     log_params = np.log(np.asarray(model.population.typical, float))
@@ -185,4 +188,16 @@ def test_modal_path_survives_equal_absorption_and_elimination_rates(relative_gap
     times = np.array([1.0, 10.0, 48.0])
     amounts = amounts_at(model, jnp.asarray(log_params, jnp.float32), dose_table_of(model, [Dose(0.0, 320.0)]), jnp.asarray(times, jnp.float32))
     spread = times if ka == k else np.expm1((k - ka) * times) / (k - ka)
-    np.testing.assert_allclose(np.asarray(amounts)[:, 1], 320.0 * ka * np.exp(-k * times) * spread, rtol=5e-3)
+    np.testing.assert_allclose(np.asarray(amounts)[:, 1], 320.0 * ka * np.exp(-k * times) * spread, rtol=1e-2)
+
+    infusions = [Dose(0.0, 320.0, "depot", 2.0), Dose(6.0, 100.0, "central", 1.0)]  # an infusion into each
+    times = [1.0, 2.5, 6.5, 10.0, 48.0]
+    indexed = [d._replace(compartment=model.compartment_index(d.compartment)) for d in infusions]
+    reference = reference_amounts(np.array([[-ka, 0.0], [ka, -k]]), indexed, np.ones(2), np.zeros(2), times, 2)
+    ours = amounts_at(model, jnp.asarray(log_params, jnp.float32), dose_table_of(model, infusions), jnp.asarray(times, jnp.float32))
+    np.testing.assert_allclose(np.asarray(ours), reference, rtol=1e-2, atol=1e-5 * reference.max())
+
+    K = jnp.asarray([[-ka, 0.0], [ka, -k]], jnp.float32)
+    m = modes(K)
+    rebuilt = np.asarray(m.vectors) @ np.diag(np.asarray(m.rates)) @ np.asarray(m.inverse)
+    assert np.all(np.isfinite(rebuilt)) and np.abs(rebuilt - np.asarray(K)).max() < 1e-2 * ka
