@@ -382,6 +382,12 @@ def _gathered(one, donate: bool = False):
     many = jax.vmap(one)
 
     def gathered(state: ParticleState, rows: Int[Array, " R"], *inputs) -> ParticleState:
+        if rows.shape[0] == state.time.shape[0] and not inputs:
+            # padded to the whole batch (e.g. every patient's first reading): map every row and
+            # keep the unselected ones, with no gather and scatter pass (~10 % of a resampling)
+            selected = jnp.zeros(rows.shape[0], bool).at[rows].set(True, mode="drop")
+            keep = lambda new, old: jnp.where(selected.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)  # noqa: E731
+            return jax.tree.map(keep, many(state), state)
         subset = jax.tree.map(lambda a: jnp.take(a, rows, axis=0, mode="clip"), state)
         return jax.tree.map(lambda a, b: a.at[rows].set(b, mode="drop"), state, many(subset, *inputs))
 
