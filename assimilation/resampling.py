@@ -8,6 +8,8 @@ import numpy as np
 from jax.scipy.special import logsumexp
 from jaxtyping import Array, Float, Int
 
+from .structure import _assemble
+
 __all__ = [
     "normalize", "effective_sample_size", "systematic_resample", "liu_west_move",
     "weighted_mean_cov", "weighted_quantiles",
@@ -66,9 +68,12 @@ def weighted_mean_cov(values: Float[Array, "N d"], log_weights: Float[Array, " N
     means = [w @ column for column in columns]
     centred = [column - m for column, m in zip(columns, means)]
     eye = jnp.eye(d, dtype=values.dtype)
-    mean = sum(m * eye[i] for i, m in enumerate(means))
-    cov = sum((w @ (centred[i] * centred[j])) * jnp.outer(eye[i], eye[j]) for i in range(d) for j in range(d))
-    return mean, cov
+    cov = 0.0
+    for i in range(d):
+        for j in range(i, d):  # each entry once, placed at (i, j) and (j, i)
+            place = jnp.outer(eye[i], eye[j])
+            cov = cov + (w @ (centred[i] * centred[j])) * (place if i == j else place + place.T)
+    return _assemble(means), cov
 
 
 def _robust_cholesky(cov, free):

@@ -111,7 +111,7 @@ def run_engine(method: str, model_name: str, n_patients: int, n_particles: int, 
         return time.perf_counter() - start, state
 
     first = once()[0]  # the warm-up's state is dropped at once: peak RSS is one run's
-    runs, state = [], None
+    runs = []
     for _ in range(WARM_RUNS):
         state = None  # the previous run's state is dropped before the next is made
         seconds, state = once()

@@ -152,6 +152,7 @@ def test_a_censored_reading_is_weighed_by_its_probability_below_lloq_in_any_batc
     history = [Dose(0.0, 300.0), Reading(2.0, 7.0)]
     censored = history + [Reading(6.0, 1e6, censored=True)]
     observed = history + [Reading(6.0, 5.0)]
+
     def evidence(streams):
         return np.asarray(online.update(online.init(MODEL, [{"WT": 70.0}] * len(streams), 0, 512, "pf"), streams).state.log_evidence)
 
