@@ -19,6 +19,12 @@ broker backlog. For the same publisher, in the same run:
   deployed layout, docs/DEPLOY.md) writing to the same store.
 
 Only readings the publisher got a PUBACK for count as sent; `lost` are those not stored.
+
+Every process of the run shares the machine's cores, so the rate is set by the CPU each
+reading costs all of them together. For the saturated phase the benchmark reports that cost
+by component, in CPU microseconds per reading (from /proc; Linux only): the subscriber's
+network thread and the ingest worker thread, the whole subscriber or ingest process, the
+publisher, Mosquitto and influxd (`cpu_us_per_reading` in the JSON).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -47,6 +54,50 @@ from ingest.sqlite_store import SqliteStore  # noqa: E402
 from tests.servers import Influxd, Mosquitto  # noqa: E402
 
 N_DEVICES = 1000
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu_s(pid: int, tid: int | None = None) -> float:
+    """User + system CPU seconds of a process, or of one of its threads, from /proc."""
+    path = f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat"
+    try:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+class CpuMeter:
+    """CPU seconds spent by each component of the run between `start` and `stop`.
+
+    `threads` maps a component name to a thread-name prefix in this process (the threads
+    must be alive at `stop`: their whole lifetime is counted, and they start with the
+    phase); `pids` maps names to other processes; the publisher is a waited-for child, so
+    it is counted by the children's resource usage.
+    """
+
+    def __init__(self, threads: dict[str, str], pids: dict[str, int]):
+        self.threads, self.pids = threads, pids
+
+    def _now(self) -> dict[str, float]:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        seconds = {"process": own.ru_utime + own.ru_stime, "publisher": children.ru_utime + children.ru_stime}
+        seconds.update({name: _proc_cpu_s(pid) for name, pid in self.pids.items()})
+        return seconds
+
+    def start(self) -> CpuMeter:
+        self._start = self._now()
+        return self
+
+    def stop(self, readings: int) -> dict[str, float]:
+        """Microseconds of CPU per reading, by component."""
+        end = self._now()
+        spent = {name: end[name] - self._start[name] for name in end}
+        for name, prefix in self.threads.items():
+            spent[name] = sum(_proc_cpu_s(os.getpid(), t.native_id) for t in threading.enumerate()
+                              if t.name.startswith(prefix))
+        return {name: 1e6 * seconds / max(readings, 1) for name, seconds in spent.items()}
 
 
 def device_id(i: int) -> str:
@@ -83,19 +134,21 @@ def run_publisher(url: str, n: int, workdir: Path, rate: float = 0.0, tag: str =
     return set(acked_file.read_text().split("\n")) - {""}, summary["publish_per_s"]
 
 
-def bench_raw(url: str, n: int, workdir: Path) -> dict:
+def bench_raw(url: str, n: int, workdir: Path, pids: dict[str, int]) -> dict:
     received: list[float] = []
+    cpu = CpuMeter({"network_thread": "paho-mqtt-client-"}, pids).start()
     subscriber, _ = connect(url, f"bench-raw-{time.time_ns()}", protocol="5", subscriptions=[("mipd/v1/dev/+/reading", 1)],
                             on_message=lambda c, u, m: received.append(time.time()))
     acked, publish_rate = run_publisher(url, n, workdir)
     deadline = time.time() + 60
     while len(received) < len(acked) and time.time() < deadline:
         time.sleep(0.05)
+    cpu_us = cpu.stop(len(received))
     subscriber.disconnect()
     subscriber.loop_stop()
     rate = (len(received) - 1) / (received[-1] - received[0]) if len(received) > 1 else 0.0
     return {"store": "raw", "readings_per_s": rate, "received": len(received), "acked": len(acked),
-            "publish_per_s": publish_rate}
+            "publish_per_s": publish_rate, "cpu_us_per_reading": cpu_us}
 
 
 def _open_store(kind: str, data: Path, influx_url: str | None, spool: str = "spool"):
@@ -151,7 +204,7 @@ class _ConsumerProcesses:
 
 
 def bench_store(kind: str, url: str, n: int, workdir: Path, influx_url: str | None,
-                paced_rate: float, paced_seconds: float, processes: int = 1) -> dict:
+                paced_rate: float, paced_seconds: float, pids: dict[str, int], processes: int = 1) -> dict:
     data = workdir / kind
     registry = Registry(data / "registry.sqlite")
     for i in range(N_DEVICES):
@@ -169,13 +222,18 @@ def bench_store(kind: str, url: str, n: int, workdir: Path, influx_url: str | No
             commits.append((committed_at, len(measured)))
 
     if processes == 1:
+        cpu = CpuMeter({"network_thread": "mqtt-select-loop", "worker_thread": "ingest-worker"}, pids).start()
         consumer = IngestConsumer(url, store, registry, client_id=f"bench-ingest-{kind}", protocol="5")
         consumer.on_commit(lambda batch, at: record(at, [r.measured_at for r in batch.readings]))
         consumer.start()
     else:
         consumer = _ConsumerProcesses(processes, url, kind, data, influx_url, record)
+        cpu = CpuMeter({}, {**pids, **{f"process_{i}": p.pid for i, p in enumerate(consumer.procs)}}).start()
     acked, publish_rate = run_publisher(url, n, workdir, tag="s")
     _wait_for(lambda: len(phases["saturated"][0]) >= len(acked))
+    cpu_us = cpu.stop(len(phases["saturated"][0]))
+    if processes > 1:
+        cpu_us["process"] = sum(cpu_us.pop(f"process_{i}") for i in range(processes))
     current[0] = "paced"
     paced_acked, _ = run_publisher(url, int(paced_rate * paced_seconds), workdir, rate=paced_rate, tag="p")
     _wait_for(lambda: len(phases["paced"][0]) >= len(paced_acked))
@@ -199,6 +257,7 @@ def bench_store(kind: str, url: str, n: int, workdir: Path, influx_url: str | No
         "duplicates_stored": len(stored) - len(set(stored)),
         "publish_per_s": publish_rate,
         "mean_batch": float(np.mean([c for _, c in phases["saturated"][1]])),
+        "cpu_us_per_reading": cpu_us,
     }
 
 
@@ -247,11 +306,12 @@ def main() -> None:
         broker = Mosquitto(workdir / "mosquitto").start()
         influxd = Influxd(workdir / "influxd").start()
         try:
-            raw_before = bench_raw(broker.url, n, workdir)
+            pids = {"mosquitto": broker.proc.pid, "influxd": influxd.proc.pid}
+            raw_before = bench_raw(broker.url, n, workdir, pids)
             rows = [bench_store(kind, broker.url, n, workdir, influxd.url, args.paced_rate, args.paced_seconds,
-                                args.ingest_processes)
+                                pids, args.ingest_processes)
                     for kind in ("sqlite", "influxdb")]
-            raw_after = bench_raw(broker.url, n, workdir)
+            raw_after = bench_raw(broker.url, n, workdir, pids)
         finally:
             broker.stop()
             influxd.stop()
@@ -276,8 +336,23 @@ def main() -> None:
               f"{row.get('p50_commit_ms', nan):>8.1f} {row.get('p99_commit_ms', nan):>8.1f} "
               f"{row.get('saturated_p99_commit_ms', nan):>8.1f} "
               f"{row.get('lost', 0):>5} {row.get('duplicates_stored', 0):>4} {row['publish_per_s']:>12.0f}")
+    _print_cpu(rows, raw_after)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
+
+
+def _print_cpu(rows: list[dict], raw_after: dict) -> None:
+    """CPU microseconds per reading by component, saturated phase (raw: its first run and last)."""
+    columns = ("network_thread", "worker_thread", "process", "publisher", "mosquitto", "influxd")
+    print(f"CPU us per reading, saturated phase ({os.cpu_count()} cores: "
+          "the rate is about cores x 1e6 / total when all of them are busy)")
+    print(f"{'store':<9} " + " ".join(f"{c.replace('_thread', ''):>10}" for c in columns) + f" {'total':>8}")
+    named = [(row["store"] + (" first" if row["store"] == "raw" else ""), row["cpu_us_per_reading"]) for row in rows]
+    named.insert(1, ("raw last", raw_after["cpu_us_per_reading"]))
+    for name, cpu in named:
+        total = sum(cpu.get(c, 0.0) for c in ("process", "publisher", "mosquitto", "influxd"))
+        cells = " ".join(f"{cpu[c]:>10.1f}" if c in cpu else f"{'':>10}" for c in columns)
+        print(f"{name:<9} {cells} {total:>8.1f}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ them, and tests/ingest/test_line_protocol.py checks every encoder against `Point
 
 from __future__ import annotations
 
+import functools
 import math
 
 from ingest.records import DeadLetter, StoredDose, StoredReading
@@ -41,7 +42,15 @@ def _float(value: float) -> str | None:
 
 
 def _string(value: str) -> str:
-    return '"' + value.translate(_STRING) + '"'
+    if '"' in value or "\\" in value:  # rare; two substring tests cost a fifth of translate()
+        value = value.translate(_STRING)
+    return f'"{value}"'
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _reading_series(analyte: str, device_id: str, patient_id: str) -> str:
+    # A device sends the same series key reading after reading: escape it once.
+    return f"reading,analyte={_tag(analyte)},device_id={_tag(device_id)},patient_id={_tag(patient_id)} "
 
 
 def _line(measurement: str, tags: str, fields: list[tuple[str, str | None]], time_ns: int) -> str:
@@ -58,7 +67,7 @@ def reading_line(r: StoredReading) -> str:
         original = unit if value is None else f"{unit}original_value={value},"
     received_at, value = _float(r.received_at), _float(r.value)
     return (
-        f"reading,analyte={_tag(r.analyte)},device_id={_tag(r.device_id)},patient_id={_tag(r.patient_id)} "
+        f"{_reading_series(r.analyte, r.device_id, r.patient_id)}"
         f"bloq={'true' if r.bloq else 'false'},{original}reading_id={_string(r.reading_id)},"
         f"{'' if received_at is None else f'received_at={received_at},'}seq={int(r.seq)}i,unit={_string(r.unit)}"
         f"{'' if value is None else f',value={value}'} {ns(r.measured_at)}"

@@ -256,12 +256,15 @@ class SelectLoop:
                 continue
             if self._stopping.is_set() and not client.want_write():
                 return
+            pending = _pending(sock)
             try:
                 readable, writable, _ = select.select(
-                    [sock, self._wake_r], [sock] if client.want_write() else [], [], 0.0 if _pending(sock) else 1.0
+                    [sock, self._wake_r], [sock] if client.want_write() else [], [], 0.0 if pending else 1.0
                 )
             except (OSError, ValueError):  # the socket was closed under us: paho notices on the next read
                 readable, writable = [sock], []
+            if pending and sock not in readable:  # read them now: the kernel may have nothing more to say
+                readable.append(sock)
             if self._wake_r in readable:
                 try:
                     self._wake_r.recv(4096)

@@ -54,7 +54,7 @@ def point_dead_letter(d: DeadLetter) -> str:
 
 
 readings = st.builds(
-    StoredReading, tricky, tricky, text, st.integers(0, 2**53), tricky, finite, text, times, times,
+    StoredReading, tricky, tricky, tricky, st.integers(0, 2**53), tricky, finite, text, times, times,
     st.booleans(), st.none() | finite, st.none() | text,
 )
 doses = st.builds(
