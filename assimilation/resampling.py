@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -87,6 +89,14 @@ def _robust_cholesky(cov, free):
     return jnp.linalg.cholesky(cov + (1e-6 * scale + 1e-12) * eye)
 
 
+def _non_partitionable_threefry():
+    """Threefry in its non-partitionable mode (faster on CPU, see `liu_west_move`), where this
+    JAX can switch it per call; otherwise JAX's default mode, as random, only slower. Draws
+    differ between the modes: same seed, same result holds within one JAX installation."""
+    switch = getattr(jax, "threefry_partitionable", None)
+    return switch(False) if switch is not None else contextlib.nullcontext()
+
+
 def liu_west_move(
     key, log_params: Float[Array, "N p"], log_weights: Float[Array, " N"], ancestors: Int[Array, " N"],
     discount: float, free: Float[Array, " p"],
@@ -106,7 +116,7 @@ def liu_west_move(
     # an odd p such as 3 or 7 took 2-3x longer on CPU). Threefry's non-partitionable mode uses
     # both 32-bit words of each hash (the partitionable default XORs them into one number):
     # 52 -> 32 ns per particle for p = 3 on CPU; the draws are as random, only not shardable.
-    with jax.threefry_partitionable(False):
+    with _non_partitionable_threefry():
         noise = (chol @ jax.random.normal(key, log_params.shape[::-1], log_params.dtype)).T
     moved = a * log_params[ancestors] + (1.0 - a) * mean + h * noise
     return jnp.where(free > 0, moved, log_params[ancestors])

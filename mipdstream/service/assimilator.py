@@ -35,7 +35,7 @@ from assimilation.online import Posterior, from_bytes, init, rejuvenate, to_byte
 from ingest.records import Batch
 from ingest.store import Store
 from mipdstream.service.batching import split, stack
-from mipdstream.service.events import covariate_events, dose_event, has_sensor, reading_event, sensor_change_events
+from mipdstream.service.events import SensorHistory, covariate_events, dose_event, has_sensor, reading_event, sensor_history
 from mipdstream.service.metrics import ServiceMetrics
 from mipdstream.service.state_db import AlertRecord, Checkpoint, PatientRecord, ServiceDB
 from mipdstream.service.summaries import PosteriorSummary, summarise
@@ -222,8 +222,9 @@ class Assimilator:
                 continue
             timeline = self._timeline(patient)
             readings = self.store.readings(patient.patient_id)
-            history = self._history(patient, readings)
-            self._sensors[patient.patient_id] = _sensor_devices(patient, readings)
+            sensors = sensor_history(patient, load_model(patient.model), readings)
+            history = self._history(patient, readings, sensors)
+            self._sensors[patient.patient_id] = sensors.devices
             self._sensor_keys[patient.patient_id] = {e.key for e in history if e.key.startswith("s:")}
             checkpoint = self.db.checkpoint(patient.patient_id)
             start = timeline.prior
@@ -337,9 +338,10 @@ class Assimilator:
         readings and this batch imply, in measurement-time order (not arrival order: the
         first device in time is the one inserted at the origin), less those already emitted."""
         readings = self.store.readings(patient.patient_id) + [r for r in batch.readings if r.patient_id == patient.patient_id]
-        self._sensors[patient.patient_id] = _sensor_devices(patient, readings)
+        sensors = sensor_history(patient, model, readings)
+        self._sensors[patient.patient_id] = sensors.devices
         emitted = self._sensor_keys.setdefault(patient.patient_id, set())
-        changes = [e for e in sensor_change_events(patient, model, readings) if e.key not in emitted]
+        changes = [e for e in sensors.changes if e.key not in emitted]
         emitted.update(e.key for e in changes)
         return changes
 
@@ -368,15 +370,18 @@ class Assimilator:
             self._timelines[patient.patient_id] = timeline
         return timeline
 
-    def _history(self, patient: PatientRecord, readings: list | None = None) -> list[TimelineEvent]:
+    def _history(
+        self, patient: PatientRecord, readings: list | None = None, sensors: SensorHistory | None = None
+    ) -> list[TimelineEvent]:
         """Every stored event of the patient, in timeline order (the store is the record; covariate
         changes come from the patient's record, sensor changes from the readings' device ids,
-        except for MAP, which cannot take them)."""
+        except for MAP, which cannot take them). `readings` and their `sensors`, when the caller
+        has them already."""
         model = load_model(patient.model)
         readings = self.store.readings(patient.patient_id) if readings is None else readings
         events = [reading_event(patient, model, r) for r in readings]
         if self.filters.method != "map":
-            events += sensor_change_events(patient, model, readings)
+            events += (sensors or sensor_history(patient, model, readings)).changes
         events += [dose_event(patient, d) for d in self.store.doses(patient.patient_id)]
         events += covariate_events(patient)
         return sorted((e for e in events if e is not None and e.time >= 0), key=lambda e: e.order)
@@ -616,17 +621,6 @@ class Assimilator:
                 if pause > 0:
                     with self._to_write:
                         self._to_write.wait_for(lambda: self._writer_closing, timeout=pause)
-
-
-def _sensor_devices(patient: PatientRecord, readings) -> dict[int, set[str]]:
-    """Per analyte with a sensor, the device ids that have read it (see service/events.py)."""
-    model = load_model(patient.model)
-    devices: dict[int, set[str]] = {}
-    for reading in readings:
-        event = reading_event(patient, model, reading)
-        if event is not None and has_sensor(model, event.event.analyte):
-            devices.setdefault(event.event.analyte, set()).add(reading.device_id)
-    return devices
 
 
 def _readable(checkpoint, patient: PatientRecord):

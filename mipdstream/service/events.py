@@ -8,6 +8,8 @@ first device of all is the sensor inserted at the patient's origin.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from assimilation import Dose, Model
 from assimilation.events import CovariateChange, Reading, SensorChange
 from ingest.records import StoredDose, StoredReading
@@ -45,19 +47,26 @@ def sensor_change_event(event: TimelineEvent, device_id: str) -> TimelineEvent:
     return TimelineEvent(event.time, f"s:{device_id}:{reading.analyte}", SensorChange(event.time, reading.analyte))
 
 
-def sensor_change_events(patient: PatientRecord, model: Model, readings: list[StoredReading]) -> list[TimelineEvent]:
-    """The sensor changes the stored readings imply (see the module doc), in time order."""
+class SensorHistory(NamedTuple):
+    devices: dict[int, set[str]]
+    """Per analyte with a sensor, the device ids that have read it."""
+    changes: list[TimelineEvent]
+    """The sensor changes the readings imply (see the module doc), in time order."""
+
+
+def sensor_history(patient: PatientRecord, model: Model, readings: list[StoredReading]) -> SensorHistory:
+    """The sensor devices and sensor changes of a patient's stored readings, in one walk."""
     seen: dict[int, set[str]] = {}
-    out = []
+    changes = []
     for reading in sorted(readings, key=lambda r: (r.measured_at, r.device_id)):
         event = reading_event(patient, model, reading)
         if event is None or not has_sensor(model, event.event.analyte):
             continue
         devices = seen.setdefault(event.event.analyte, set())
         if devices and reading.device_id not in devices:
-            out.append(sensor_change_event(event, reading.device_id))
+            changes.append(sensor_change_event(event, reading.device_id))
         devices.add(reading.device_id)
-    return out
+    return SensorHistory(seen, changes)
 
 
 def dose_event(patient: PatientRecord, dose: StoredDose) -> TimelineEvent | None:

@@ -70,3 +70,30 @@ def test_weighted_mean_and_covariance_match_numpy(d):
     np.testing.assert_allclose(np.asarray(mean), np.average(values, axis=0, weights=w), atol=1e-5)
     expected = np.atleast_2d(np.cov(values.T, aweights=w, bias=True))
     np.testing.assert_allclose(np.asarray(cov), expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("threefry_switch", [True, False])
+def test_liu_west_move_keeps_mean_and_covariance_and_copies_fixed_parameters(monkeypatch, threefry_switch):
+    """Liu & West (2001): θ ← aθ + (1 − a)θ̄ + hLε with h² = 1 − a² keeps the cloud's mean and
+    covariance while each particle moves (correlation a with where it was); a parameter
+    without between-patient variability is copied. Also on a JAX without the per-call
+    threefry switch (`jax.threefry_partitionable`), where the default mode draws."""
+    from assimilation.resampling import liu_west_move
+
+    if not threefry_switch:
+        monkeypatch.delattr(jax, "threefry_partitionable", raising=False)
+    n, discount = 20_000, 0.95
+    rng = np.random.default_rng(0)
+    root = np.array([[0.5, 0.0, 0.0], [0.2, 0.3, 0.0], [0.0, 0.1, 0.1]])
+    values = np.array([1.0, -2.0, 0.5]) + rng.normal(size=(n, 3)) @ root.T
+    moved = np.asarray(liu_west_move(
+        jax.random.PRNGKey(1), jnp.asarray(values, jnp.float32), jnp.zeros(n, jnp.float32), jnp.arange(n),
+        discount, jnp.asarray([1.0, 1.0, 0.0], jnp.float32),
+    ), np.float64)
+    a = (3 * discount - 1) / (2 * discount)
+    sd = values.std(axis=0)
+    np.testing.assert_allclose(moved.mean(axis=0), values.mean(axis=0), atol=float(4 * sd.max() / np.sqrt(n)))
+    np.testing.assert_allclose(np.cov(moved[:, :2].T), np.cov(values[:, :2].T), rtol=0.05, atol=0.002)
+    for j in (0, 1):
+        assert abs(np.corrcoef(moved[:, j], values[:, j])[0, 1] - a) < 0.005
+    np.testing.assert_array_equal(moved[:, 2], values[:, 2].astype(np.float32))

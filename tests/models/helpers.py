@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from assimilation import Dose, load_model
+from assimilation.dosing import empty_dose_table
 from assimilation.parameters import prior_mean
 from assimilation.simulate import Course, amounts_after, amounts_at, dose_table_of, predict_readings
 
@@ -48,7 +49,7 @@ def _superpose(model, log_params, starts, amounts, durations, compartment, times
         return amounts_after(model, log_params, empty, shifted)[1]
 
     # plus the free course of the start state from time zero (e.g. a sensor's decaying gain)
-    free = amounts_at(model, log_params, dose_table_of(model, [Dose(0.0, 0.0, compartment, 0.0)]), times)
+    free = amounts_at(model, log_params, empty_dose_table(1, times.dtype), times)
     return free + jnp.sum(jax.vmap(one)(starts, amounts, durations), axis=0)
 
 
