@@ -51,9 +51,10 @@ DOSE_COLUMNS = (
 # Readings from many devices land all over the primary key and the patient index, so one
 # 1,000-reading commit dirties ~1,000 pages: at SQLite's default (a checkpoint once the WAL
 # holds 1,000 pages) nearly every commit also checkpointed, copying each hot page back into the
-# database file again and again. 10,000 pages (40 MiB of WAL at 4 KiB pages) copies a page once
-# per ten commits: 26 instead of 37 us of CPU per stored reading (docs/BENCHMARKS.md). The WAL
-# is fsynced on every commit either way, so durability does not change.
+# database file again and again. At 10,000 pages (40 MiB at 4 KiB pages; the file reaches ~50)
+# a hot page is copied about once per ten commits: 26-29 instead of 35-40 us of CPU per stored
+# reading (docs/BENCHMARKS.md). The WAL is fsynced at every commit either way, so durability
+# does not change.
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 
 
