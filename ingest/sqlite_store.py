@@ -52,9 +52,9 @@ DOSE_COLUMNS = (
 # 1,000-reading commit dirties ~1,000 pages: at SQLite's default (a checkpoint once the WAL
 # holds 1,000 pages) nearly every commit also checkpointed, copying each hot page back into the
 # database file again and again. At 10,000 pages (40 MiB at 4 KiB pages; the file reaches ~50)
-# a hot page is copied about once per ten commits: 26-29 instead of 35-40 us of CPU per stored
-# reading (docs/BENCHMARKS.md). The WAL is fsynced at every commit either way, so durability
-# does not change.
+# a hot page is copied about once per ten commits: 28-33 instead of 31-40 us of CPU per stored
+# reading (35.0 -> 27.8 in a paired run; docs/BENCHMARKS.md). The WAL is fsynced at every
+# commit either way, so durability does not change.
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 
 
