@@ -32,6 +32,8 @@ from wire import TopicKind, subscription
 log = logging.getLogger(__name__)
 
 CommitListener = Callable[[Batch, float], None]
+BATCH_POLL_S = 0.001
+"""How often the worker looks for more messages while a batch fills."""
 
 
 @dataclass
@@ -115,19 +117,34 @@ class IngestConsumer:
             self._network.disconnect()
 
     def _take_batch(self) -> list[Incoming]:
+        """The first waiting message, then what arrives within `batch_window_s`, up to `batch_max`.
+
+        Within the window the worker drains the queue and sleeps `BATCH_POLL_S` between
+        drains instead of blocking on each message: a blocking get wakes this thread, and
+        makes the network thread signal it, once per arriving message: in a probe at 10,000
+        messages/s arriving one by one, 12 us of CPU per message against 5 (docs/BENCHMARKS.md).
+        """
         try:
             first = self._inbox.get(timeout=0.2)
         except queue.Empty:
             return []
         batch = [first]
         deadline = time.monotonic() + self.batch_window_s
-        while len(batch) < self.batch_max:
+        while self._drain_into(batch) < self.batch_max:
             remaining = deadline - time.monotonic()
-            try:
-                batch.append(self._inbox.get_nowait() if remaining <= 0 else self._inbox.get(timeout=remaining))
-            except queue.Empty:
+            if remaining <= 0:
                 break
+            time.sleep(min(remaining, BATCH_POLL_S))
         return batch
+
+    def _drain_into(self, batch: list[Incoming]) -> int:
+        get = self._inbox.get_nowait
+        try:
+            while len(batch) < self.batch_max:
+                batch.append(get())
+        except queue.Empty:
+            pass
+        return len(batch)
 
     def _commit(self, outcome: Outcome) -> bool:
         delay = 0.05
