@@ -60,6 +60,8 @@ def _line(measurement: str, tags: str, fields: list[tuple[str, str | None]], tim
 
 def reading_line(r: StoredReading) -> str:
     # The hot path (one call per stored reading): one f-string, no intermediate list.
+    # `bloq` is written only when true, as on the wire (absent means false): each field costs
+    # influxd ~1 us per point, and nearly every reading is quantified.
     original = ""
     if r.original_value is not None:
         value = _float(r.original_value)
@@ -68,7 +70,7 @@ def reading_line(r: StoredReading) -> str:
     received_at, value = _float(r.received_at), _float(r.value)
     return (
         f"{_reading_series(r.analyte, r.device_id, r.patient_id)}"
-        f"bloq={'true' if r.bloq else 'false'},{original}reading_id={_string(r.reading_id)},"
+        f"{'bloq=true,' if r.bloq else ''}{original}reading_id={_string(r.reading_id)},"
         f"{'' if received_at is None else f'received_at={received_at},'}seq={int(r.seq)}i,unit={_string(r.unit)}"
         f"{'' if value is None else f',value={value}'} {ns(r.measured_at)}"
     )

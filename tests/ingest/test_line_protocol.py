@@ -22,8 +22,10 @@ def point_reading(r: StoredReading) -> str:
         Point("reading")
         .tag("patient_id", r.patient_id).tag("device_id", r.device_id).tag("analyte", r.analyte)
         .field("value", float(r.value)).field("unit", r.unit).field("reading_id", r.reading_id)
-        .field("seq", int(r.seq)).field("received_at", float(r.received_at)).field("bloq", bool(r.bloq))
+        .field("seq", int(r.seq)).field("received_at", float(r.received_at))
     )
+    if r.bloq:  # written only when true (ingest/line_protocol.py)
+        point = point.field("bloq", True)
     if r.original_value is not None:
         point = point.field("original_value", float(r.original_value)).field("original_unit", r.original_unit)
     return point.time(ns(r.measured_at), WritePrecision.NS).to_line_protocol()
@@ -87,6 +89,6 @@ def test_dead_letter_line_equals_point(dead_letter):
 def test_a_typical_reading_line():
     reading = StoredReading("p 1", "cgm,1", "r-1", 7, "20578-1", 10.0, "mg/L", 1.5, 2.25, False, 600.0, "ug/dL")
     assert reading_line(reading) == (
-        r'reading,analyte=20578-1,device_id=cgm\,1,patient_id=p\ 1 bloq=false,original_unit="ug/dL",'
+        r'reading,analyte=20578-1,device_id=cgm\,1,patient_id=p\ 1 original_unit="ug/dL",'
         'original_value=600,reading_id="r-1",received_at=2.25,seq=7i,unit="mg/L",value=10 1500000000'
     )
