@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ingest import committed
-from ingest.mqtt import Protocol, SelectLoop, connect_with_select_loop
+from ingest.mqtt import Protocol, SelectLoop, acknowledge, connect_with_select_loop
 from ingest.pipeline import Incoming, Outcome, classify
 from ingest.records import Batch
 from ingest.registry import Registry
@@ -179,9 +179,8 @@ class IngestConsumer:
                 continue  # unacknowledged: redelivered after reconnect, re-committed (no-op), re-notified
             for topic, rejection in outcome.rejections:
                 client.publish(topic, rejection.model_dump_json(exclude_none=True), qos=1)
-            for message in messages:
-                if message.qos > 0:
-                    client.ack(message.mid, message.qos)
+            # Subscribed at QoS 1 (`_filters`), so no message comes at QoS 2.
+            acknowledge(client, [m.mid for m in messages if m.qos == 1])
             self._count(messages, outcome)
             for listener in self._listeners:
                 try:
