@@ -18,7 +18,9 @@ broker backlog. For the same publisher, in the same run:
   with `--ingest-processes N`, N consumer processes on one MQTT 5 shared subscription (the
   deployed layout, docs/DEPLOY.md) writing to the same store.
 
-Only readings the publisher got a PUBACK for count as sent; `lost` are those not stored.
+The ingest consumer and the raw subscriber run with the garbage-collector setting of the
+service processes (`mipdstream.runtime.tune_gc_for_streaming`); the publisher, a device's
+client, with CPython's default. Only readings the publisher got a PUBACK for count as sent; `lost` are those not stored.
 
 Every process of the run shares the machine's cores, so the rate is set by the CPU each
 reading costs all of them together. For the saturated phase the benchmark reports that cost
@@ -51,6 +53,7 @@ from ingest.influx_store import InfluxStore  # noqa: E402
 from ingest.mqtt import connect  # noqa: E402
 from ingest.registry import Registry  # noqa: E402
 from ingest.sqlite_store import SqliteStore  # noqa: E402
+from mipdstream.runtime import tune_gc_for_streaming  # noqa: E402
 from tests.servers import Influxd, Mosquitto  # noqa: E402
 
 N_DEVICES = 1000
@@ -295,6 +298,9 @@ def main() -> None:
         url, count, acked_file, rate, tag = args.publish
         publish_main(url, int(count), acked_file, float(rate), tag)
         return
+    # The collector setting of the service processes (mipdstream.runtime), for the ingest
+    # consumer and the raw subscriber alike: both run in this process (or in `--consume` children).
+    tune_gc_for_streaming()
     if args.consume:
         consume_main(*args.consume)
         return
