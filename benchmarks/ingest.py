@@ -1,26 +1,31 @@
 """Ingest throughput and publish-to-commit latency through a real Mosquitto.
 
-    python benchmarks/ingest.py [--quick] [--ingest-processes N] [--json FILE]
+    python benchmarks/ingest.py [--quick] [--rounds R] [--ingest-processes N] [--json FILE]
 
 One publisher process (paho, QoS 1, 1,000 simulated devices, bounded in-flight window)
 streams readings; each reading's `t` is its publish time, so commit time - t is the
-publish-to-commit latency. Each store is measured twice: saturated (the publisher as fast as
-PUBACKs allow: sustained readings/s) and paced at a fixed offered load (`--paced-rate`,
-default 2,000 readings/s, i.e. 2,000 sensors reading every second): the p50/p99 latency a
-reading sees when ingest keeps up. Saturated latency is reported too; it only measures the
-broker backlog. For the same publisher, in the same run:
+publish-to-commit latency. Each store is measured saturated (the publisher as fast as
+PUBACKs allow: sustained readings/s) and, in the last round, paced at a fixed offered load
+(`--paced-rate`, default 2,000 readings/s, i.e. 2,000 sensors reading every second): the
+p50/p99 latency a reading sees when ingest keeps up. Saturated latency is reported too; it
+only measures the broker backlog. For the same publisher, in the same run:
 
 - `raw`: a bare paho subscriber that does nothing with the messages (QoS 1, auto-ack):
-  the ceiling of a Python MQTT consumer on this machine. It is measured first and again
-  last (it scatters by +-20 % from run to run on this VM), and the ratios are against
-  the mean of the two;
-- `sqlite` and `influxdb`: the ingest consumer, every reading committed before its PUBACK;
-  with `--ingest-processes N`, N consumer processes on one MQTT 5 shared subscription (the
-  deployed layout, docs/DEPLOY.md) writing to the same store.
+  the ceiling of a Python MQTT consumer on this machine;
+- `sqlite` and `influxdb`: the ingest consumer, every reading committed before its PUBACK,
+  each round into a fresh store; with `--ingest-processes N`, N consumer processes on one
+  MQTT 5 shared subscription (the deployed layout, docs/DEPLOY.md) writing to the same store.
 
-The ingest consumer and the raw subscriber run with the garbage-collector setting of the
-service processes (`mipdstream.runtime.tune_gc_for_streaming`); the publisher, a device's
-client, with CPython's default. Only readings the publisher got a PUBACK for count as sent; `lost` are those not stored.
+The phases run in rounds (default 3, `--quick` 1): raw, sqlite, influxdb, ..., and a last
+raw. This VM's speed drifts by tens of percent within minutes, so each round's rate is
+compared with the raw runs just before and after it, and the table shows the median over
+the rounds (every round is in the JSON and printed above the table). A consumer's persistent
+session is ended after its phase (before 2026-12-01 it stayed, and Mosquitto queued every
+later phase's messages for it). The ingest consumer and the raw subscriber run with the
+garbage-collector setting of the service processes (`mipdstream.runtime.tune_gc_for_streaming`);
+the publisher, a device's client, with CPython's default.
+
+Only readings the publisher got a PUBACK for count as sent; `lost` are those not stored.
 
 Every process of the run shares the machine's cores, so the rate is set by the CPU each
 reading costs all of them together. For the saturated phase the benchmark reports that cost
@@ -155,7 +160,10 @@ def bench_raw(url: str, n: int, workdir: Path, pids: dict[str, int]) -> dict:
 
 
 def _open_store(kind: str, data: Path, influx_url: str | None, spool: str = "spool"):
-    return SqliteStore(data / "store.sqlite") if kind == "sqlite" else InfluxStore(influx_url, "bench", data / spool)
+    """A fresh store per data directory (one per store and round): an InfluxDB database of its name."""
+    if kind == "sqlite":
+        return SqliteStore(data / "store.sqlite")
+    return InfluxStore(influx_url, "bench_" + data.name.replace("-", "_"), data / spool)
 
 
 def consume_main(url: str, kind: str, data: str, influx_url: str, index: str) -> None:
@@ -163,10 +171,11 @@ def consume_main(url: str, kind: str, data: str, influx_url: str, index: str) ->
     prints one line per committed batch (commit time, then each reading's measurement time)
     until its stdin closes."""
     store = _open_store(kind, Path(data), influx_url or None, spool=f"spool-{index}")
-    # One group per store: the previous store's consumers keep their persistent sessions in
-    # their group, and Mosquitto goes on queueing their share of the messages for them.
-    consumer = IngestConsumer(url, store, Registry(Path(data) / "registry.sqlite"), client_id=f"bench-ingest-{kind}-{index}",
-                              protocol="5", shared_group=f"bench-{kind}")
+    # One group per store and round: earlier consumers keep their persistent sessions in their
+    # group, and Mosquitto goes on queueing their share of the messages for them.
+    group = Path(data).name
+    consumer = IngestConsumer(url, store, Registry(Path(data) / "registry.sqlite"), client_id=f"bench-ingest-{group}-{index}",
+                              protocol="5", shared_group=f"bench-{group}")
     consumer.on_commit(lambda batch, at: print(at, *(r.measured_at for r in batch.readings), flush=True))
     consumer.start()
     print("ready", flush=True)
@@ -206,9 +215,10 @@ class _ConsumerProcesses:
             reader.join(10)
 
 
-def bench_store(kind: str, url: str, n: int, workdir: Path, influx_url: str | None,
-                paced_rate: float, paced_seconds: float, pids: dict[str, int], processes: int = 1) -> dict:
-    data = workdir / kind
+def bench_store(kind: str, url: str, n: int, workdir: Path, influx_url: str | None, pids: dict[str, int],
+                processes: int = 1, *, round_index: int = 0, paced: tuple[float, float] | None = None) -> dict:
+    """One saturated phase into a fresh store, then, when `paced` = (rate, seconds) is given, a paced one."""
+    data = workdir / f"{kind}-{round_index}"
     registry = Registry(data / "registry.sqlite")
     for i in range(N_DEVICES):
         registry.register_device(device_id(i), "biosensor")
@@ -224,35 +234,34 @@ def bench_store(kind: str, url: str, n: int, workdir: Path, influx_url: str | No
             latencies.extend(committed_at - t for t in measured)
             commits.append((committed_at, len(measured)))
 
+    client_ids = [f"bench-ingest-{data.name}"] if processes == 1 else [f"bench-ingest-{data.name}-{i}" for i in range(processes)]
     if processes == 1:
         cpu = CpuMeter({"network_thread": "mqtt-select-loop", "worker_thread": "ingest-worker"}, pids).start()
-        consumer = IngestConsumer(url, store, registry, client_id=f"bench-ingest-{kind}", protocol="5")
+        consumer = IngestConsumer(url, store, registry, client_id=client_ids[0], protocol="5")
         consumer.on_commit(lambda batch, at: record(at, [r.measured_at for r in batch.readings]))
         consumer.start()
     else:
         consumer = _ConsumerProcesses(processes, url, kind, data, influx_url, record)
         cpu = CpuMeter({}, {**pids, **{f"process_{i}": p.pid for i, p in enumerate(consumer.procs)}}).start()
-    acked, publish_rate = run_publisher(url, n, workdir, tag="s")
+    acked, publish_rate = run_publisher(url, n, workdir, tag=f"s{round_index}-")
     _wait_for(lambda: len(phases["saturated"][0]) >= len(acked))
     cpu_us = cpu.stop(len(phases["saturated"][0]))
     if processes > 1:
         cpu_us["process"] = sum(cpu_us.pop(f"process_{i}") for i in range(processes))
-    current[0] = "paced"
-    paced_acked, _ = run_publisher(url, int(paced_rate * paced_seconds), workdir, rate=paced_rate, tag="p")
-    _wait_for(lambda: len(phases["paced"][0]) >= len(paced_acked))
+    if paced is not None:
+        current[0] = "paced"
+        paced_acked, _ = run_publisher(url, int(paced[0] * paced[1]), workdir, rate=paced[0], tag="p")
+        _wait_for(lambda: len(phases["paced"][0]) >= len(paced_acked))
+        acked |= paced_acked
     consumer.stop()
+    _discard_sessions(url, client_ids)
     stored = _stored_ids(kind, store)
     store.close()
-    acked |= paced_acked
     saturated_ms = np.array(phases["saturated"][0]) * 1000
-    paced_ms = np.array(phases["paced"][0]) * 1000
-    return {
+    row = {
         "store": kind,
         "ingest_processes": processes,
         "readings_per_s": _sustained_rate(phases["saturated"][1]),
-        "p50_commit_ms": float(np.percentile(paced_ms, 50)),
-        "p99_commit_ms": float(np.percentile(paced_ms, 99)),
-        "paced_rate_per_s": paced_rate,
         "saturated_p99_commit_ms": float(np.percentile(saturated_ms, 99)),
         "acked": len(acked),
         "stored": len(set(stored)),
@@ -262,6 +271,21 @@ def bench_store(kind: str, url: str, n: int, workdir: Path, influx_url: str | No
         "mean_batch": float(np.mean([c for _, c in phases["saturated"][1]])),
         "cpu_us_per_reading": cpu_us,
     }
+    if paced is not None:
+        paced_ms = np.array(phases["paced"][0]) * 1000
+        row.update(p50_commit_ms=float(np.percentile(paced_ms, 50)), p99_commit_ms=float(np.percentile(paced_ms, 99)),
+                   paced_rate_per_s=paced[0])
+    return row
+
+
+def _discard_sessions(url: str, client_ids: list[str]) -> None:
+    """End the consumers' persistent sessions: Mosquitto would otherwise go on queueing every
+    later phase's messages for them (their subscriptions outlive the connection), at a cost
+    that grows with each phase and is charged to whatever runs next."""
+    for client_id in client_ids:
+        client, _ = connect(url, client_id, protocol="5")  # clean start, session expiry 0
+        client.disconnect()
+        client.loop_stop()
 
 
 def _wait_for(predicate, timeout: float = 120.0) -> None:
@@ -289,6 +313,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--paced-rate", type=float, default=2000.0, help="offered load of the latency phase, readings/s")
     parser.add_argument("--paced-seconds", type=float, default=10.0, help="length of the latency phase")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="rounds of (raw, sqlite, influxdb) saturated phases, and a last raw; default 3 (--quick: 1)")
     parser.add_argument("--ingest-processes", type=int, default=1,
                         help="consumer processes on one MQTT 5 shared subscription (the deployed layout); default 1")
     parser.add_argument("--publish", nargs=5, metavar=("URL", "N", "ACKED_FILE", "RATE", "TAG"), help=argparse.SUPPRESS)
@@ -305,6 +331,8 @@ def main() -> None:
         consume_main(*args.consume)
         return
     n = 20_000 if args.quick else 100_000
+    rounds = args.rounds or (1 if args.quick else 3)
+    kinds = ("sqlite", "influxdb")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         (workdir / "mosquitto").mkdir()
@@ -313,28 +341,28 @@ def main() -> None:
         influxd = Influxd(workdir / "influxd").start()
         try:
             pids = {"mosquitto": broker.proc.pid, "influxd": influxd.proc.pid}
-            raw_before = bench_raw(broker.url, n, workdir, pids)
-            rows = [bench_store(kind, broker.url, n, workdir, influxd.url, args.paced_rate, args.paced_seconds,
-                                pids, args.ingest_processes)
-                    for kind in ("sqlite", "influxdb")]
-            raw_after = bench_raw(broker.url, n, workdir, pids)
+            raws = [bench_raw(broker.url, n, workdir, pids)]
+            by_round = []
+            for r in range(rounds):
+                paced = (args.paced_rate, args.paced_seconds) if r == rounds - 1 else None
+                by_round.append({kind: bench_store(kind, broker.url, n, workdir, influxd.url, pids, args.ingest_processes,
+                                                   round_index=r, paced=paced) for kind in kinds})
+                raws.append(bench_raw(broker.url, n, workdir, pids))
         finally:
             broker.stop()
             influxd.stop()
-    raw_rate = (raw_before["readings_per_s"] + raw_after["readings_per_s"]) / 2
-    rows = [{**raw_before, "store": "raw", "readings_per_s": raw_rate,
-             "raw_first_per_s": raw_before["readings_per_s"], "raw_last_per_s": raw_after["readings_per_s"]}, *rows]
-    for row in rows:
-        row["raw_receive_per_s"] = raw_rate
-        row["ratio_to_raw"] = row["readings_per_s"] / raw_rate if raw_rate else None
-        row["readings"] = n
+    rows = [_raw_row(raws, n), *(_store_row(kind, by_round, raws, n) for kind in kinds)]
     print(f"ingest benchmark: {n} QoS 1 readings from {N_DEVICES} devices, Mosquitto, "
           f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
-          f"{args.ingest_processes} ingest process(es)")
-    print(f"raw subscriber: {raw_before['readings_per_s']:.0f}/s first, {raw_after['readings_per_s']:.0f}/s last; "
-          "ratios against the mean")
-    print(f"latency paced at {args.paced_rate:.0f} readings/s for {args.paced_seconds:.0f} s; "
-          "'sat p99' is the latency under the saturating publisher (broker backlog)")
+          f"{args.ingest_processes} ingest process(es), {rounds} round(s)")
+    print("raw subscriber /s: " + ", ".join(f"{raw['readings_per_s']:.0f}" for raw in raws)
+          + " (before each round and after the last); a round's ratio is against the mean of the raw runs around it")
+    for kind in kinds:
+        print(f"{kind} /s by round: " + ", ".join(f"{rate:.0f} ({ratio:.2f})" for rate, ratio in
+                                                 zip(rows[kinds.index(kind) + 1]["readings_per_s_by_round"],
+                                                     rows[kinds.index(kind) + 1]["ratio_by_round"])))
+    print(f"latency paced at {args.paced_rate:.0f} readings/s for {args.paced_seconds:.0f} s (last round); "
+          "'sat p99' is the latency under the saturating publisher (broker backlog); rates and ratios: median of the rounds")
     print(f"{'store':<9} {'readings/s':>11} {'x raw':>6} {'p50 ms':>8} {'p99 ms':>8} {'sat p99':>8} {'lost':>5} {'dup':>4} {'publisher/s':>12}")
     nan = float("nan")
     for row in rows:
@@ -342,23 +370,57 @@ def main() -> None:
               f"{row.get('p50_commit_ms', nan):>8.1f} {row.get('p99_commit_ms', nan):>8.1f} "
               f"{row.get('saturated_p99_commit_ms', nan):>8.1f} "
               f"{row.get('lost', 0):>5} {row.get('duplicates_stored', 0):>4} {row['publish_per_s']:>12.0f}")
-    _print_cpu(rows, raw_after)
+    _print_cpu(raws, by_round)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
 
-def _print_cpu(rows: list[dict], raw_after: dict) -> None:
-    """CPU microseconds per reading by component, saturated phase (raw: its first run and last)."""
+def _raw_row(raws: list[dict], n: int) -> dict:
+    rate = float(np.mean([raw["readings_per_s"] for raw in raws]))
+    return {**raws[0], "readings_per_s": rate, "raw_receive_per_s": rate, "ratio_to_raw": 1.0, "readings": n,
+            "raw_by_run_per_s": [raw["readings_per_s"] for raw in raws],
+            "cpu_us_per_reading_by_run": [raw["cpu_us_per_reading"] for raw in raws]}
+
+
+def _store_row(kind: str, by_round: list[dict], raws: list[dict], n: int) -> dict:
+    """The last round's row (it has the paced latency) with rates and ratios over every round.
+
+    A round's ratio is its rate against the mean of the raw runs just before and after it: the
+    VM's speed drifts by tens of percent within minutes, and a raw run far away in time is
+    no baseline. The median over the rounds is what the table shows."""
+    rates = [r[kind]["readings_per_s"] for r in by_round]
+    ratios = [rate / ((raws[i]["readings_per_s"] + raws[i + 1]["readings_per_s"]) / 2) for i, rate in enumerate(rates)]
+    last = by_round[-1][kind]
+    return {
+        **last,
+        "readings_per_s": float(np.median(rates)),
+        "ratio_to_raw": float(np.median(ratios)),
+        "raw_receive_per_s": float(np.mean([raw["readings_per_s"] for raw in raws])),
+        "readings_per_s_by_round": rates,
+        "ratio_by_round": ratios,
+        "acked": sum(r[kind]["acked"] for r in by_round),
+        "stored": sum(r[kind]["stored"] for r in by_round),
+        "lost": sum(r[kind]["lost"] for r in by_round),
+        "duplicates_stored": sum(r[kind]["duplicates_stored"] for r in by_round),
+        "cpu_us_per_reading_by_round": [r[kind]["cpu_us_per_reading"] for r in by_round],
+        "readings": n,
+    }
+
+
+def _print_cpu(raws: list[dict], by_round: list[dict]) -> None:
+    """CPU microseconds per reading by component, saturated phases, in the order they ran."""
     columns = ("network_thread", "worker_thread", "process", "publisher", "mosquitto", "influxd")
-    print(f"CPU us per reading, saturated phase ({os.cpu_count()} cores: "
+    print(f"CPU us per reading, saturated phases in the order they ran ({os.cpu_count()} cores: "
           "the rate is about cores x 1e6 / total when all of them are busy)")
-    print(f"{'store':<9} " + " ".join(f"{c.replace('_thread', ''):>10}" for c in columns) + f" {'total':>8}")
-    named = [(row["store"] + (" first" if row["store"] == "raw" else ""), row["cpu_us_per_reading"]) for row in rows]
-    named.insert(1, ("raw last", raw_after["cpu_us_per_reading"]))
+    print(f"{'phase':<12} " + " ".join(f"{c.replace('_thread', ''):>10}" for c in columns) + f" {'total':>8}")
+    named = [("raw 0", raws[0]["cpu_us_per_reading"])]
+    for r, stores in enumerate(by_round):
+        named += [(f"{kind} {r}", row["cpu_us_per_reading"]) for kind, row in stores.items()]
+        named.append((f"raw {r + 1}", raws[r + 1]["cpu_us_per_reading"]))
     for name, cpu in named:
         total = sum(cpu.get(c, 0.0) for c in ("process", "publisher", "mosquitto", "influxd"))
         cells = " ".join(f"{cpu[c]:>10.1f}" if c in cpu else f"{'':>10}" for c in columns)
-        print(f"{name:<9} {cells} {total:>8.1f}")
+        print(f"{name:<12} {cells} {total:>8.1f}")
 
 
 if __name__ == "__main__":
