@@ -166,6 +166,11 @@ def _open_store(kind: str, data: Path, influx_url: str | None, spool: str = "spo
     return InfluxStore(influx_url, "bench_" + data.name.replace("-", "_"), data / spool)
 
 
+def _client_id(data: Path, index: int | None = None) -> str:
+    """The ingest client id of a phase (its data directory), per consumer process when several."""
+    return f"bench-ingest-{data.name}" + ("" if index is None else f"-{index}")
+
+
 def consume_main(url: str, kind: str, data: str, influx_url: str, index: str) -> None:
     """Child process (``--ingest-processes`` > 1): one consumer on the shared subscription;
     prints one line per committed batch (commit time, then each reading's measurement time)
@@ -173,9 +178,8 @@ def consume_main(url: str, kind: str, data: str, influx_url: str, index: str) ->
     store = _open_store(kind, Path(data), influx_url or None, spool=f"spool-{index}")
     # One group per store and round: earlier consumers keep their persistent sessions in their
     # group, and Mosquitto goes on queueing their share of the messages for them.
-    group = Path(data).name
-    consumer = IngestConsumer(url, store, Registry(Path(data) / "registry.sqlite"), client_id=f"bench-ingest-{group}-{index}",
-                              protocol="5", shared_group=f"bench-{group}")
+    consumer = IngestConsumer(url, store, Registry(Path(data) / "registry.sqlite"), client_id=_client_id(Path(data), int(index)),
+                              protocol="5", shared_group=f"bench-{Path(data).name}")
     consumer.on_commit(lambda batch, at: print(at, *(r.measured_at for r in batch.readings), flush=True))
     consumer.start()
     print("ready", flush=True)
@@ -234,7 +238,7 @@ def bench_store(kind: str, url: str, n: int, workdir: Path, influx_url: str | No
             latencies.extend(committed_at - t for t in measured)
             commits.append((committed_at, len(measured)))
 
-    client_ids = [f"bench-ingest-{data.name}"] if processes == 1 else [f"bench-ingest-{data.name}-{i}" for i in range(processes)]
+    client_ids = [_client_id(data)] if processes == 1 else [_client_id(data, i) for i in range(processes)]
     if processes == 1:
         cpu = CpuMeter({"network_thread": "mqtt-select-loop", "worker_thread": "ingest-worker"}, pids).start()
         consumer = IngestConsumer(url, store, registry, client_id=client_ids[0], protocol="5")
@@ -351,16 +355,16 @@ def main() -> None:
         finally:
             broker.stop()
             influxd.stop()
-    rows = [_raw_row(raws, n), *(_store_row(kind, by_round, raws, n) for kind in kinds)]
+    raw_row = _raw_row(raws, n)
+    rows = [raw_row, *(_store_row(kind, by_round, raws, raw_row["raw_receive_per_s"], n) for kind in kinds)]
     print(f"ingest benchmark: {n} QoS 1 readings from {N_DEVICES} devices, Mosquitto, "
           f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, "
           f"{args.ingest_processes} ingest process(es), {rounds} round(s)")
     print("raw subscriber /s: " + ", ".join(f"{raw['readings_per_s']:.0f}" for raw in raws)
           + " (before each round and after the last); a round's ratio is against the mean of the raw runs around it")
-    for kind in kinds:
-        print(f"{kind} /s by round: " + ", ".join(f"{rate:.0f} ({ratio:.2f})" for rate, ratio in
-                                                 zip(rows[kinds.index(kind) + 1]["readings_per_s_by_round"],
-                                                     rows[kinds.index(kind) + 1]["ratio_by_round"])))
+    for row in rows[1:]:
+        print(f"{row['store']} /s by round: "
+              + ", ".join(f"{rate:.0f} ({ratio:.2f})" for rate, ratio in zip(row["readings_per_s_by_round"], row["ratio_by_round"])))
     print(f"latency paced at {args.paced_rate:.0f} readings/s for {args.paced_seconds:.0f} s (last round); "
           "'sat p99' is the latency under the saturating publisher (broker backlog); rates and ratios: median of the rounds")
     print(f"{'store':<9} {'readings/s':>11} {'x raw':>6} {'p50 ms':>8} {'p99 ms':>8} {'sat p99':>8} {'lost':>5} {'dup':>4} {'publisher/s':>12}")
@@ -382,7 +386,7 @@ def _raw_row(raws: list[dict], n: int) -> dict:
             "cpu_us_per_reading_by_run": [raw["cpu_us_per_reading"] for raw in raws]}
 
 
-def _store_row(kind: str, by_round: list[dict], raws: list[dict], n: int) -> dict:
+def _store_row(kind: str, by_round: list[dict], raws: list[dict], raw_rate: float, n: int) -> dict:
     """The last round's row (it has the paced latency) with rates and ratios over every round.
 
     A round's ratio is its rate against the mean of the raw runs just before and after it: the
@@ -395,7 +399,7 @@ def _store_row(kind: str, by_round: list[dict], raws: list[dict], n: int) -> dic
         **last,
         "readings_per_s": float(np.median(rates)),
         "ratio_to_raw": float(np.median(ratios)),
-        "raw_receive_per_s": float(np.mean([raw["readings_per_s"] for raw in raws])),
+        "raw_receive_per_s": raw_rate,
         "readings_per_s_by_round": rates,
         "ratio_by_round": ratios,
         "acked": sum(r[kind]["acked"] for r in by_round),
