@@ -16,7 +16,10 @@ assimilated by:
   previous mode), refitting the whole history at every reading, one patient at a time.
 
 Each configuration runs in its own process, so ``peak_rss_mb`` is that configuration's peak
-resident memory (JAX runtime included). ``compile_s`` = first run (compiles) − a warm run of
+resident memory (JAX runtime included). The processes run with glibc's malloc asked for
+transparent huge pages, as the ``mipd`` command does (``assimilation.memory``;
+``--default-malloc`` leaves glibc's defaults, under which each kernel call faults its
+temporaries in 4 KiB pages). ``compile_s`` = first run (compiles) − a warm run of
 the same data; the engine's figures are the median of three warm runs (``warm_runs_s`` lists
 them), each on a fresh initial state.
 """
@@ -36,6 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from assimilation.memory import huge_page_environment, huge_page_malloc_available, huge_page_malloc_requested  # noqa: E402
 
 MODELS = {"iv2": "two_compartment_infusion", "oral1": "one_compartment_oral"}
 COVARIATES = {"two_compartment_infusion": {"CRCL": 120.0, "WT": 70.0}, "one_compartment_oral": {"WT": 70.0}}
@@ -207,6 +212,7 @@ def one(config: dict) -> dict:
         result = run_map(config["model"], config["particles"], config["readings"], config["budget_s"])
     result["patient_updates_per_s"] = result["patient_updates"] / result["seconds"]
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["huge_page_malloc"] = huge_page_malloc_requested() and huge_page_malloc_available()
     return {**config, **result}
 
 
@@ -214,6 +220,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="4 readings per patient, short baseline budgets")
     parser.add_argument("--json", type=Path, help="write results here")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="run the measuring processes with glibc's malloc defaults (no huge pages)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -222,6 +230,8 @@ def main() -> None:
     readings = 4 if args.quick else 12
     budget = 10.0 if args.quick else 60.0
     configs = []
+    # each configuration in a process of its own, started as the `mipd` command restarts itself
+    env = os.environ.copy() if args.default_malloc else huge_page_environment()
     for model in MODELS.values():
         configs.append({"method": "filterpy-enkf", "model": model, "patients": 1, "particles": 1000, "readings": readings, "budget_s": budget})
         configs.append({"method": "map", "model": model, "patients": 1, "particles": 1000, "readings": readings, "budget_s": budget})
@@ -230,7 +240,7 @@ def main() -> None:
                 configs.append({"method": method, "model": model, "patients": patients, "particles": 1000, "readings": readings})
     results = []
     for config in configs:
-        out = subprocess.run([sys.executable, __file__, "--one", json.dumps(config)], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, __file__, "--one", json.dumps(config)], capture_output=True, text=True, env=env)
         if out.returncode != 0:
             print(f"FAILED {config}: {out.stderr[-2000:]}", file=sys.stderr)
             continue
@@ -253,7 +263,8 @@ def main() -> None:
             f"{r['ratio_to_filterpy']:10.1f} {r['ratio_to_map']:8.1f} {r['compile_s']:9.2f} {r['peak_rss_mb']:8.0f}"
         )
     if args.json:
-        meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(), "quick": args.quick, "readings_per_patient": readings}
+        meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(), "quick": args.quick,
+                "readings_per_patient": readings, "huge_page_malloc": not args.default_malloc and huge_page_malloc_available()}
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
 
 

@@ -302,5 +302,13 @@ def demo(
     run_demo(data_dir=data_dir, duration_s=duration, wall_s=simulate_s, port=port, particles=particles)
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The `mipd` command: the process restarted once with huge-page malloc, then the app."""
+    from mipdstream.runtime import restart_with_huge_page_malloc
+
+    restart_with_huge_page_malloc()
     app()
+
+
+if __name__ == "__main__":
+    main()
