@@ -29,7 +29,7 @@ from .events import Steps
 from .model import Model
 from .residuals import LogNormal
 from .particle_filter import (  # same state layout, prior, occasions and prediction as the particle filter
-    ParticleState, _prepare, advance, dose_slots_needed, forecast, initial_state, reading_weight, renew_occasions,
+    ParticleState, _prepare, advance, dose_terms, forecast, initial_state, reading_weight, renew_occasions,
     step_occasion_starts,
 )
 from .simulate import predict_readings
@@ -56,8 +56,8 @@ def _replace_failed(state: ParticleState) -> ParticleState:
                           cache=jax.tree.map(lambda leaf: leaf[source], state.cache))
 
 
-def _adjust_one(model: Model, slots: int | None, state: ParticleState, step: Steps) -> ParticleState:
-    state = advance(model, state, step, slots)
+def _adjust_one(model: Model, slots: int | None, boluses_only: bool, state: ParticleState, step: Steps) -> ParticleState:
+    state = advance(model, state, step, slots, boluses_only)
     if model.dynamics.may_fail:
         state = _replace_failed(state)
     moved = state.amounts
@@ -122,8 +122,9 @@ def _inflate_jit(model: Model, inflation: float):
 
 
 @functools.lru_cache(maxsize=None)
-def _adjust_jit(model: Model, slots: int | None, donate: bool = False):
-    return jax.jit(jax.vmap(functools.partial(_adjust_one, model, slots)), donate_argnums=(0,) if donate else ())
+def _adjust_jit(model: Model, slots: int | None, donate: bool = False, boluses_only: bool = False):
+    one = functools.partial(_adjust_one, model, slots, boluses_only)
+    return jax.jit(jax.vmap(one), donate_argnums=(0,) if donate else ())
 
 
 def update(model: Model, options: Options, state: ParticleState, steps: Steps, donate: bool = False) -> ParticleState:
@@ -137,7 +138,8 @@ def update(model: Model, options: Options, state: ParticleState, steps: Steps, d
             if options.inflation != 1.0:
                 state = _inflate_jit(model, float(options.inflation))(state if owned else jax.tree.map(jnp.copy, state), step)
                 owned = True
-            state = _adjust_jit(model, dose_slots_needed(model, state, step), owned)(state, step)
+            slots, boluses_only = dose_terms(model, state, step)
+            state = _adjust_jit(model, slots, owned, boluses_only)(state, step)
             owned = True
             if starts is not None:  # a new occasion: members' κ redrawn from N(0, σ²)
                 state = renew_occasions(model, state, np.flatnonzero(starts[:, s]), donate=True)

@@ -151,12 +151,15 @@ def reading_log_likelihood(model: Model, params, amounts, analyte, value, censor
     return jnp.where(jnp.isnan(log_lik), -jnp.inf, log_lik)
 
 
-def propagate_particles(model: Model, log_params, cache, amounts, t0, t1, doses):
+def propagate_particles(model: Model, log_params, cache, amounts, t0, t1, doses, boluses_only: bool = False):
+    """``boluses_only`` (static): no slot of ``doses`` is an infusion (see :func:`dose_terms`)."""
+    closed_form = {"boluses_only": True} if boluses_only else {}
+
     def one(lp, c, x):
         params = model.parameters(lp)
         c = c if _caches(model) else model.dynamics.prepare(params)
         F, lag = model.dose_attributes(params, x.dtype)
-        return model.dynamics.propagate(params, c, x, t0, t1, doses, F, lag)
+        return model.dynamics.propagate(params, c, x, t0, t1, doses, F, lag, **closed_form)
 
     return jax.vmap(one)(log_params, cache, amounts)
 
@@ -199,9 +202,18 @@ def _delivering(model: Model, state: ParticleState, step: Steps):
 
 
 @functools.lru_cache(maxsize=None)
-def _delivering_count_jit(model: Model):
-    count = lambda state, step: _delivering(model, state, step)[3].sum()  # noqa: E731
-    return jax.jit(lambda state, step: jax.vmap(count)(state, step).max())
+def _delivering_jit(model: Model):
+    """(most slots delivering in any patient, whether any delivering slot is an infusion)."""
+
+    def one(state, step):
+        doses, _, _, delivering = _delivering(model, state, step)
+        return delivering.sum(), (delivering & (doses.duration > 0)).any()
+
+    def batch(state, step):
+        counts, infusions = jax.vmap(one)(state, step)
+        return counts.max(), infusions.any()
+
+    return jax.jit(batch)
 
 
 COMPACT_MIN_ROWS = 64
@@ -210,25 +222,33 @@ count is a kernel of its own, compiled in seconds (tens of seconds for an ODE mo
 smaller than this spends less time in a step than in a compile, so it keeps one kernel."""
 
 
-def dose_slots_needed(model: Model, state: ParticleState, step: Steps) -> int | None:
-    """How many dose terms the step's propagation needs for every patient of the batch: 0, or
-    the next power of two ≥ the most slots delivering in any patient (at most K), so that a
-    kernel is compiled for a few sizes only; None (all K slots) for a batch of fewer than
-    ``COMPACT_MIN_ROWS`` rows. Most steps of a stream need 0 or 1 of the K: the state was
-    propagated past every dose that has finished delivering."""
+def dose_terms(model: Model, state: ParticleState, step: Steps) -> tuple[int | None, bool]:
+    """The static shape of the step's dose terms for every patient of the batch: (slots,
+    boluses_only).
+
+    ``slots``: how many dose terms the propagation needs: 0, or the next power of two ≥ the
+    most slots delivering in any patient (at most K), so that a kernel is compiled for a few
+    sizes only; None (all K slots) for a batch of fewer than ``COMPACT_MIN_ROWS`` rows. Most
+    steps of a stream need 0 or 1 of the K: the state was propagated past every dose that has
+    finished delivering. ``boluses_only``: none of the delivering slots is an infusion and the
+    dynamics have a closed form for boluses (``closed_form_boluses``), which the step then takes."""
     if state.time.shape[0] < COMPACT_MIN_ROWS:
-        return None
-    count = int(_delivering_count_jit(model)(state, step))
-    return 0 if count == 0 else min(1 << (count - 1).bit_length(), state.doses.time.shape[-1])
+        return None, False
+    count, infusions = (int(value) for value in _delivering_jit(model)(state, step))
+    if count == 0:
+        return 0, False
+    closed_form = getattr(model.dynamics, "closed_form_boluses", False)
+    return min(1 << (count - 1).bit_length(), state.doses.time.shape[-1]), bool(closed_form and not infusions)
 
 
-def advance(model: Model, state: ParticleState, step: Steps, slots: int | None = None):
+def advance(model: Model, state: ParticleState, step: Steps, slots: int | None = None, boluses_only: bool = False):
     """Record the step's dose and move every particle's amounts to the step's time.
     ``slots``: propagate through only that many dose slots, those that may deliver in the
-    interval (see :func:`dose_slots_needed`); None: through all K."""
+    interval; None: through all K. ``boluses_only``: none of those is an infusion (both from
+    :func:`dose_terms`)."""
     doses, lost, target, delivering = _delivering(model, state, step)
     table = doses if slots is None else compact(doses, delivering, slots)
-    moved = propagate_particles(model, state.log_params, state.cache, state.amounts, state.time, target, table)
+    moved = propagate_particles(model, state.log_params, state.cache, state.amounts, state.time, target, table, boluses_only)
     active = step.reading_valid | step.dose_valid
     new = state._replace(
         amounts=jnp.where(active, moved, state.amounts),
@@ -239,9 +259,10 @@ def advance(model: Model, state: ParticleState, step: Steps, slots: int | None =
     return new
 
 
-def _assimilate_one(model: Model, slots: int | None, may_be_censored: bool, state: ParticleState, step: Steps):
+def _assimilate_one(model: Model, slots: int | None, may_be_censored: bool, state: ParticleState, step: Steps,
+                    boluses_only: bool = False):
     """One step for one patient (state without the patient axis). No random numbers."""
-    state = advance(model, state, step, slots)
+    state = advance(model, state, step, slots, boluses_only)
     log_lik = jax.vmap(
         lambda lp, x: reading_log_likelihood(model, model.parameters(lp), x, step.reading_analyte, step.reading_value,
                                              step.reading_censored, may_be_censored)
@@ -259,8 +280,9 @@ def _assimilate_one(model: Model, slots: int | None, may_be_censored: bool, stat
 
 
 @functools.lru_cache(maxsize=None)
-def _assimilate_jit(model: Model, slots: int | None = None, donate: bool = False, may_be_censored: bool = True):
-    one = functools.partial(_assimilate_one, model, slots, may_be_censored)
+def _assimilate_jit(model: Model, slots: int | None = None, donate: bool = False, may_be_censored: bool = True,
+                    boluses_only: bool = False):
+    one = functools.partial(_assimilate_one, model, slots, may_be_censored, boluses_only=boluses_only)
     return jax.jit(jax.vmap(one), donate_argnums=(0,) if donate else ())
 
 
@@ -273,7 +295,8 @@ def assimilate(model: Model, state: ParticleState, step: Steps, donate: bool = F
     # a kernel without the censored likelihood for the (usual) steps with no reading below LLOQ
     may_be_censored = bool(np.any(np.asarray(step.reading_censored) & np.asarray(step.reading_valid)))
     step = Steps(*map(jnp.asarray, step))
-    return _assimilate_jit(model, dose_slots_needed(model, state, step), donate, may_be_censored)(state, step)
+    slots, boluses_only = dose_terms(model, state, step)
+    return _assimilate_jit(model, slots, donate, may_be_censored, boluses_only)(state, step)
 
 
 def _resample_one(model: Model, options: Options, state: ParticleState) -> ParticleState:

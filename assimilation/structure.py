@@ -43,7 +43,9 @@ class Dynamics(Protocol):
         """Per-parameter-vector cache (e.g. an eigendecomposition); recomputed when θ changes."""
 
     def propagate(self, params, cache, amounts, t0, t1, doses: DoseTable, bioavailability, lag):
-        """Amounts at t1 (left limit) from amounts at t0, given every dose in ``doses``."""
+        """Amounts at t1 (left limit) from amounts at t0, given every dose in ``doses``.
+        Dynamics with a faster path for tables of boluses only say so by a true
+        ``closed_form_boluses`` attribute and take a static keyword ``boluses_only``."""
 
 
 # ----------------------------------------------------------------------------- linear, exact
@@ -149,12 +151,19 @@ class LinearCompartments:
     def prepare(self, params):
         return modes(self.rate_matrix(params))
 
-    def propagate(self, params, cache: Modes, amounts, t0, t1, doses: DoseTable, bioavailability, lag):
-        if self.n_compartments == 2 and doses.time.shape[-1] == 0:
-            # no dose term in the interval (filters compact the table to the slots that deliver):
-            # e^{K dt} x in closed form, no eigenvectors (they were ~2/3 of a filter step). With
-            # dose terms the modal sums below are cheaper than the closed form's divided differences.
-            return _expm_2x2_apply(self.rate_matrix(params), t1 - t0, amounts)
+    @property
+    def closed_form_boluses(self) -> bool:
+        """Whether ``propagate(..., boluses_only=True)`` has a path of its own (2 compartments)."""
+        return self.n_compartments == 2
+
+    def propagate(self, params, cache: Modes, amounts, t0, t1, doses: DoseTable, bioavailability, lag, boluses_only: bool = False):
+        """``boluses_only`` (static): the caller vouches that no slot of ``doses`` is an infusion
+        (filters check the slots they pass); a 2-compartment model then takes the closed form."""
+        if self.n_compartments == 2 and (boluses_only or doses.time.shape[-1] == 0):
+            # e^{K dt} in closed form, no eigenvectors (they were ~2/3 of a dose-free filter step
+            # and most of a dose step's 1 GB of temporaries at 10,000 x 1,000). An infusion's term
+            # keeps the modal sums below: the closed form's divided differences were slower there.
+            return _propagate_boluses_2x2(self.rate_matrix(params), amounts, t0, t1, doses, bioavailability, lag)
         rates, V, V_inv = cache
         n = rates.shape[0]
         z = [jnp.exp(rates[j] * (t1 - t0)) * sum(V_inv[j, i] * amounts[i] for i in range(n)) for j in range(n)]
@@ -194,12 +203,41 @@ def _expm_2x2_apply(K: Float[Array, "2 2"], dt: Float[Array, ""], x: Float[Array
     an absolute error of a few ulps of the total, not of its own amount. Written in scalars so
     that XLA fuses it."""
     a, b, c, d = K[0, 0], K[0, 1], K[1, 0], K[1, 1]
-    roots = _roots_2x2(a, b, c, d)
-    decay = jnp.exp(roots.slow * dt)
-    beta = decay * _phi(roots.gap, dt)
-    alpha = decay - roots.slow * beta
+    alpha, beta = _putzer(_roots_2x2(a, b, c, d), dt)
     x0, x1 = x[0], x[1]
     return _assemble([alpha * x0 + beta * (a * x0 + b * x1), alpha * x1 + beta * (c * x0 + d * x1)])
+
+
+def _putzer(roots: _Roots2x2, dt):
+    """(α, β) of e^{K dt} = α I + β K (see :func:`_expm_2x2_apply`)."""
+    decay = jnp.exp(roots.slow * dt)
+    beta = decay * _phi(roots.gap, dt)
+    return decay - roots.slow * beta, beta
+
+
+def _propagate_boluses_2x2(K: Float[Array, "2 2"], x: Float[Array, " 2"], t0, t1, doses: DoseTable, bioavailability, lag):
+    """Amounts at t1 of a 2×2 system from x at t0 plus the bolus doses in ``doses`` (every slot
+    is taken for a bolus): e^{K (t1−t0)} x + Σ_k e^{K (t1 − a_k)} e_c F_c amt_k over the boluses
+    arriving (a_k = dose time + lag) in [t0, t1), or since their own time for a fresh slot (a
+    late record), each exponential by Putzer's formula (:func:`_expm_2x2_apply`). The same
+    terms, cut-offs and left-continuity as the modal path of :meth:`LinearCompartments.propagate`."""
+    a, b, c, d = K[0, 0], K[0, 1], K[1, 0], K[1, 1]
+    roots = _roots_2x2(a, b, c, d)
+    alpha, beta = _putzer(roots, t1 - t0)
+    x0, x1 = x[0], x[1]
+    y0, y1 = alpha * x0 + beta * (a * x0 + b * x1), alpha * x1 + beta * (c * x0 + d * x1)
+    for k in range(doses.time.shape[-1]):
+        compartment = doses.compartment[k]
+        arrival = doses.time[k] + lag[compartment]
+        start = jnp.where(doses.fresh[k], -jnp.inf, t0)
+        counts = (arrival >= start) & (arrival < t1)
+        delivered = jnp.where(counts, bioavailability[compartment] * doses.amount[k], 0.0)
+        u0 = jnp.where(compartment == 0, delivered, 0.0)  # delivered · e_c
+        u1 = delivered - u0
+        alpha_k, beta_k = _putzer(roots, jnp.clip(t1 - arrival, 0.0, None))  # clipped: no overflow where it does not count
+        y0 = y0 + alpha_k * u0 + beta_k * (a * u0 + b * u1)
+        y1 = y1 + alpha_k * u1 + beta_k * (c * u0 + d * u1)
+    return _assemble([y0, y1])
 
 
 def _assemble(columns: list) -> Float[Array, " n"]:

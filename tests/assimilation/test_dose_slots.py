@@ -49,9 +49,9 @@ def _run(model, compact: bool, counts: list):
         steps = pack_events(model, events, rows, np.float32)
         for s in range(steps.dose_valid.shape[1]):
             step = jax.tree.map(jnp.asarray, steps.step(s))
-            slots = pf.dose_slots_needed(model, state, step) if compact else None
-            counts.append(slots)
-            state, _ = pf._assimilate_jit(model, slots)(state, step)
+            slots, boluses_only = pf.dose_terms(model, state, step) if compact else (None, False)
+            counts.append((slots, boluses_only))
+            state, _ = pf._assimilate_jit(model, slots, boluses_only=boluses_only)(state, step)
     return state
 
 
@@ -64,8 +64,12 @@ def test_only_the_delivering_slots_give_the_same_filter_state_as_all_slots(dynam
     np.testing.assert_allclose(compacted.amounts, reference.amounts, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(compacted.log_weights, reference.log_weights, rtol=1e-5, atol=1e-4)
     np.testing.assert_array_equal(compacted.lost_dose, reference.lost_dose)
-    # the test exercises the compaction: steps with no slot, one slot and more than one slot
-    assert 0 in used and 1 in used and max(used) >= 2 and max(used) < 4, used
+    # the test exercises the compaction: steps with no slot, one slot and more than one slot;
+    # and for exact dynamics the closed form of steps whose delivering slots are all boluses
+    slots = [count for count, _ in used]
+    assert 0 in slots and 1 in slots and max(slots) >= 2 and max(slots) < 4, used
+    assert any(boluses_only for _, boluses_only in used) == (dynamics == "exact"), used
+    assert any(count and not boluses_only for count, boluses_only in used), used  # and infusions, modal
 
 
 def test_a_slot_is_counted_while_any_particle_may_still_receive_it():
@@ -81,10 +85,10 @@ def test_a_slot_is_counted_while_any_particle_may_still_receive_it():
     def reading_at(t):
         return jax.tree.map(jnp.asarray, pack_events(model, [[Reading(t, 1.0)]], 1, np.float32).step(0))
 
-    assert pf.dose_slots_needed(model, state, reading_at(0.9 * float(np.min(lags)))) == 0  # arrives for no particle yet
-    assert pf.dose_slots_needed(model, state, reading_at(late + 0.01)) == 1
+    assert pf.dose_terms(model, state, reading_at(0.9 * float(np.min(lags))))[0] == 0  # arrives for no particle yet
+    assert pf.dose_terms(model, state, reading_at(late + 0.01))[0] == 1
     state, _ = pf._assimilate_jit(model, 1)(state, reading_at(late + 0.01))  # past every particle's arrival
-    assert pf.dose_slots_needed(model, state, reading_at(late + 5.0)) == 0
+    assert pf.dose_terms(model, state, reading_at(late + 5.0))[0] == 0
 
 
 def test_a_small_batch_keeps_the_one_kernel_through_all_slots(monkeypatch):
@@ -95,4 +99,4 @@ def test_a_small_batch_keeps_the_one_kernel_through_all_slots(monkeypatch):
         means = np.repeat(np.log(model.population.typical)[None], n_rows, axis=0)
         state = pf.initial_state(model, pf.Options(n_particles=16), means, _patient_keys(0, n_rows))
         step = jax.tree.map(jnp.asarray, pack_events(model, [[Dose(0.0, 300.0, "central"), Reading(1.0, 5.0)]] * n_rows, n_rows, np.float32).step(0))
-        assert pf.dose_slots_needed(model, state, step) == expected
+        assert pf.dose_terms(model, state, step)[0] == expected

@@ -201,3 +201,48 @@ def test_equal_absorption_and_elimination_rates(relative_gap):
     m = modes(K)
     rebuilt = np.asarray(m.vectors) @ np.diag(np.asarray(m.rates)) @ np.asarray(m.inverse)
     assert np.all(np.isfinite(rebuilt)) and np.abs(rebuilt - np.asarray(K)).max() < 1e-2 * ka
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(jnp.float64, 1e-10), (jnp.float32, 2e-5)])
+def test_bolus_closed_form_matches_expm_superposition_and_the_modal_path(dtype, tolerance):
+    """A step whose dose slots are all boluses (``boluses_only``, what filters pass when no
+    delivering slot is an infusion) against e^{K(t1−t0)} x + Σ e^{K(t1−a)} e_c F·amt by scipy's
+    ``expm``, over the boluses that count: arriving (time + lag) in [t0, t1), or since their own
+    time for a fresh slot (a late record); not a slot given before t0 and already in the state,
+    nor one arriving at or after t1 (left-continuity). And against the modal path on the same
+    table. Error relative to the largest amount."""
+    from scipy.linalg import expm
+
+    from assimilation.dosing import DoseTable
+
+    rng = np.random.default_rng(1)
+    t0 = 2.0
+    lag, F = np.array([0.4, 0.0]), np.array([0.8, 1.0])
+    slots = [  # time, amount, compartment, fresh
+        (1.0, 300.0, 0, False),  # arrived at 1.4 h, before t0: already in x
+        (1.0, 200.0, 1, True),  # a late record: counts from 1.0 h
+        (2.5, 400.0, 0, False),  # arrives 2.9 h
+        (3.0, 100.0, 1, False),
+    ]
+    with jax.enable_x64(dtype == jnp.float64):
+        table = DoseTable(jnp.asarray([s[0] for s in slots], dtype), jnp.asarray([s[1] for s in slots], dtype),
+                          duration=jnp.zeros(4, dtype), compartment=jnp.asarray([s[2] for s in slots], jnp.int32),
+                          fresh=jnp.asarray([s[3] for s in slots]), cursor=jnp.int32(4))
+        for _ in range(40):
+            ka, k, k12, k21 = np.exp(rng.uniform(np.log(1e-3), np.log(20.0), 4))
+            for K in (np.array([[-ka, 0.0], [ka, -k]]), np.array([[-(k + k12), k21], [k12, -k21]])):
+                dynamics = LinearCompartments(2, lambda p, K=K: jnp.asarray(K, dtype))
+                x = np.abs(rng.normal(size=2)) * 50
+                for t1 in (2.5, 3.0, 10.0, 100.0):
+                    want = expm(K * (t1 - t0)) @ x
+                    for time, amount, c, fresh in slots:
+                        arrival = time + lag[c]
+                        if (fresh or arrival >= t0) and arrival < t1:
+                            want = want + expm(K * (t1 - arrival))[:, c] * F[c] * amount
+                    args = ({}, modes(jnp.asarray(K, dtype)), jnp.asarray(x, dtype), jnp.asarray(t0, dtype), jnp.asarray(t1, dtype),
+                            table, jnp.asarray(F, dtype), jnp.asarray(lag, dtype))
+                    closed = np.asarray(dynamics.propagate(*args, boluses_only=True))
+                    modal = np.asarray(dynamics.propagate(*args))
+                    allowed = tolerance * np.abs(want).max() + 1e-30 * x.max()  # floor: float32 underflow after weeks
+                    assert np.abs(closed - want).max() <= allowed, (K, t1, closed, want)
+                    assert np.abs(closed - modal).max() <= allowed, (K, t1, closed, modal)
