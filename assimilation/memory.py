@@ -6,13 +6,13 @@ glibc serves allocations that large with ``mmap`` and unmaps them on ``free``, s
 call touches its temporaries as new pages. In ``benchmarks/assimilation.py --quick`` (40,000
 patient-updates of the particle filter) that is 810,000 page faults of 4 KiB and 2.4-2.8 s of
 kernel time per run, more than the 1.9-2.2 s of user time. With glibc's ``glibc.malloc.hugetlb=1``
-tunable, malloc marks its mappings for transparent huge pages: a fault then maps 2 MiB
-and the same run takes about 0.6 of the time (docs/BENCHMARKS.md).
+tunable, malloc marks its mappings for transparent huge pages: a fault then maps 2 MiB,
+and at 10,000 patients the benchmark's runs took 0.7-0.9 of the time (docs/BENCHMARKS.md).
 
 Two alternatives were measured and not taken. Keeping freed memory in the heap (``mallopt``:
 one arena, no ``mmap`` chunks, no trim) removes the faults altogether and was faster still,
-but small long-lived allocations split the freed holes and the heap grew to 2.1-2.9 GB where
-the live data peak at 1.8 GB (the 2 GB memory target failed). Running the patients of a batch
+but small long-lived allocations split the freed holes: 2.1-2.8 GB peak resident where the
+live heap peaked at ~1.4 GB (the 2 GB memory target failed). Running the patients of a batch
 in chunks (``lax.map`` with a batch size) cut the temporaries to ~0.2 GB but cost 50 % more
 CPU time per step.
 
