@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -47,7 +48,10 @@ def restart_with_huge_page_malloc() -> None:
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, sys.orig_argv, huge_page_environment())
+    try:
+        os.execve(sys.executable, sys.orig_argv, huge_page_environment())
+    except OSError as error:  # the interpreter cannot be started again (odd sandboxes): run as is
+        logging.getLogger(__name__).warning("not restarted with huge-page malloc: %s", error)
 
 
 def open_store(settings: Settings) -> Store:
