@@ -190,7 +190,7 @@ class LinearCompartments:
         return _assemble([sum(V[i, j] * z[j] for j in range(n)) for i in range(n)])
 
 
-def _expm_2x2_apply(K: Float[Array, "2 2"], dt: Float[Array, ""], x: Float[Array, " 2"]) -> Float[Array, " 2"]:
+def _putzer(K: Float[Array, "2 2"], roots: _Roots2x2, dt, x0, x1):
     """e^{K dt} x for a 2×2 K with real eigenvalues λ_fast ≤ λ_slow ≤ 0, by Putzer's formula
     (the matrix function as its interpolating polynomial, Moler & Van Loan 2003, method 15):
 
@@ -200,32 +200,24 @@ def _expm_2x2_apply(K: Float[Array, "2 2"], dt: Float[Array, ""], x: Float[Array
     (δ ≤ 0, φ ∈ (0, dt], α ≥ 0), and the formula holds for equal rates too (K defective, e.g.
     ka = CL/V, where eigenvectors do not exist). Accurate relative to the largest amount: a
     compartment holding a small fraction of the drug (the depot long after absorption) carries
-    an absolute error of a few ulps of the total, not of its own amount. Written in scalars so
-    that XLA fuses it."""
+    an absolute error of a few ulps of the total, not of its own amount. Written in scalars
+    (x = (x0, x1), returned likewise) so that XLA fuses it."""
     a, b, c, d = K[0, 0], K[0, 1], K[1, 0], K[1, 1]
-    alpha, beta = _putzer(_roots_2x2(a, b, c, d), dt)
-    x0, x1 = x[0], x[1]
-    return _assemble([alpha * x0 + beta * (a * x0 + b * x1), alpha * x1 + beta * (c * x0 + d * x1)])
-
-
-def _putzer(roots: _Roots2x2, dt):
-    """(α, β) of e^{K dt} = α I + β K (see :func:`_expm_2x2_apply`)."""
     decay = jnp.exp(roots.slow * dt)
     beta = decay * _phi(roots.gap, dt)
-    return decay - roots.slow * beta, beta
+    alpha = decay - roots.slow * beta
+    return alpha * x0 + beta * (a * x0 + b * x1), alpha * x1 + beta * (c * x0 + d * x1)
 
 
 def _propagate_boluses_2x2(K: Float[Array, "2 2"], x: Float[Array, " 2"], t0, t1, doses: DoseTable, bioavailability, lag):
     """Amounts at t1 of a 2×2 system from x at t0 plus the bolus doses in ``doses`` (every slot
-    is taken for a bolus): e^{K (t1−t0)} x + Σ_k e^{K (t1 − a_k)} e_c F_c amt_k over the boluses
-    arriving (a_k = dose time + lag) in [t0, t1), or since their own time for a fresh slot (a
-    late record), each exponential by Putzer's formula (:func:`_expm_2x2_apply`). The same
-    terms, cut-offs and left-continuity as the modal path of :meth:`LinearCompartments.propagate`."""
-    a, b, c, d = K[0, 0], K[0, 1], K[1, 0], K[1, 1]
-    roots = _roots_2x2(a, b, c, d)
-    alpha, beta = _putzer(roots, t1 - t0)
-    x0, x1 = x[0], x[1]
-    y0, y1 = alpha * x0 + beta * (a * x0 + b * x1), alpha * x1 + beta * (c * x0 + d * x1)
+    is taken for a bolus; none: a dose-free step): e^{K (t1−t0)} x + Σ_k e^{K (t1 − a_k)} e_c F_c amt_k
+    over the boluses arriving (a_k = dose time + lag) in [t0, t1), or since their own time for a
+    fresh slot (a late record), each exponential by Putzer's formula (:func:`_putzer`) on the
+    eigenvalues computed once. The same terms, cut-offs and left-continuity as the modal path of
+    :meth:`LinearCompartments.propagate`."""
+    roots = _roots_2x2(K[0, 0], K[0, 1], K[1, 0], K[1, 1])
+    y0, y1 = _putzer(K, roots, t1 - t0, x[0], x[1])
     for k in range(doses.time.shape[-1]):
         compartment = doses.compartment[k]
         arrival = doses.time[k] + lag[compartment]
@@ -233,10 +225,9 @@ def _propagate_boluses_2x2(K: Float[Array, "2 2"], x: Float[Array, " 2"], t0, t1
         counts = (arrival >= start) & (arrival < t1)
         delivered = jnp.where(counts, bioavailability[compartment] * doses.amount[k], 0.0)
         u0 = jnp.where(compartment == 0, delivered, 0.0)  # delivered · e_c
-        u1 = delivered - u0
-        alpha_k, beta_k = _putzer(roots, jnp.clip(t1 - arrival, 0.0, None))  # clipped: no overflow where it does not count
-        y0 = y0 + alpha_k * u0 + beta_k * (a * u0 + b * u1)
-        y1 = y1 + alpha_k * u1 + beta_k * (c * u0 + d * u1)
+        age = jnp.clip(t1 - arrival, 0.0, None)  # clipped: no overflow where it does not count
+        v0, v1 = _putzer(K, roots, age, u0, delivered - u0)
+        y0, y1 = y0 + v0, y1 + v1
     return _assemble([y0, y1])
 
 
