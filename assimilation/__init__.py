@@ -7,14 +7,16 @@ filter), "map" (MAP + Laplace). Forward simulation: :mod:`.simulate`. Offline on
 forecasts of recorded patients: :func:`.replay.replay`. See docs/ASSIMILATION.md.
 """
 
+from .covariates import Categorical, Continuous, CovariateError
 from .dosing import Dose
 from .model import Analyte, Model, Sensor, load_model
-from .parameters import CategoricalEffect, ExponentialEffect, Population, PowerEffect
+from .parameters import CategoricalEffect, ExponentialEffect, Population, PowerEffect, Typical
 from .residuals import Additive, Combined, LogNormal, Proportional
 from .structure import LinearCompartments, OdeCompartments
 
 __all__ = [
-    "Additive", "Analyte", "CategoricalEffect", "Combined", "Dose", "ExponentialEffect",
+    "Additive", "Analyte", "Categorical", "CategoricalEffect", "Combined", "Continuous", "CovariateError", "Dose",
+    "ExponentialEffect",
     "LinearCompartments", "LogNormal", "Model", "OdeCompartments", "Population", "PowerEffect",
-    "Proportional", "Sensor", "load_model",
+    "Proportional", "Sensor", "Typical", "load_model",
 ]

@@ -14,6 +14,10 @@ R is evaluated at the ensemble-mean prediction. With inter-occasion variability 
 initialisation). A censored reading (below LLOQ) is treated as
 a reading of LLOQ/2 with the extra variance LLOQ²/12 of a uniform on [0, LLOQ] (an
 approximation; the particle filter uses the exact censored likelihood).
+
+``log_evidence`` accumulates each reading's one-step-ahead predictive log-density under the
+Gaussian view, log N(g(y); h̄, s² + R) (for a censored reading log P(g(y) < g(LLOQ))), the
+increment that model averaging (:mod:`.averaging`) weighs models by.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.special import log_ndtr
 
 from .events import Steps
 from .model import Model
 from .residuals import LogNormal
 from .particle_filter import (  # same state layout, prior, occasions and prediction as the particle filter
-    ParticleState, _prepare, advance, dose_terms, forecast, initial_state, reading_weight, renew_occasions,
+    ParticleState, _prepare, advance, dose_terms, forecast, initial_state, reading_weight, renew_occasions, restarts,
     step_occasion_starts,
 )
 from .simulate import predict_readings
@@ -56,8 +61,9 @@ def _replace_failed(state: ParticleState) -> ParticleState:
                           cache=jax.tree.map(lambda leaf: leaf[source], state.cache))
 
 
-def _adjust_one(model: Model, slots: int | None, boluses_only: bool, state: ParticleState, step: Steps) -> ParticleState:
-    state = advance(model, state, step, slots, boluses_only)
+def _adjust_one(model: Model, slots: int | None, boluses_only: bool, state: ParticleState, step: Steps,
+                restarting: bool = False) -> ParticleState:
+    state = advance(model, state, step, slots, boluses_only, restarting)
     if model.dynamics.may_fail:
         state = _replace_failed(state)
     moved = state.amounts
@@ -72,10 +78,11 @@ def _adjust_one(model: Model, slots: int | None, boluses_only: bool, state: Part
         y = error.transform(y_nat)
         if isinstance(error, LogNormal):
             lloq_var = lloq_var / jnp.maximum(y_nat, 1e-12) ** 2  # delta method onto the log scale
-        return h, y, error.variance(jnp.mean(f)) + lloq_var
+        measurement = error.variance(jnp.mean(f))
+        return h, y, measurement + lloq_var, error.transform(step.reading_value), measurement
 
     options = [on_scale(i) for i in range(len(model.analytes))]
-    h, y, R = (jnp.stack([o[j] for o in options])[step.reading_analyte] for j in range(3))
+    h, y, R, limit, R_measurement = (jnp.stack([o[j] for o in options])[step.reading_analyte] for j in range(5))
     weight, last_reading = reading_weight(model, state.last_reading, step)
     R = R / jnp.maximum(weight, 1e-6)  # a tempered Gaussian likelihood is one with variance R / w
 
@@ -95,7 +102,10 @@ def _adjust_one(model: Model, slots: int | None, boluses_only: bool, state: Part
     gain_amounts = scale * (centred @ (moved - moved[0]))
     new_log_params = jnp.where(free > 0, log_params + shift * gain_params, log_params)
     new_amounts = jnp.maximum(moved + shift * gain_amounts, 0.0)  # amounts cannot be negative
-    log_evidence = -0.5 * ((y - h_mean) ** 2 / (s2 + R) + jnp.log(2 * jnp.pi * (s2 + R)))
+    # one-step-ahead predictive of the reading on the error's scale, N(h̄, s² + R): its density,
+    # or for a censored reading P(reading < LLOQ) (the update itself uses the LLOQ/2 approximation)
+    below = log_ndtr((limit - h_mean) / jnp.sqrt(s2 + R_measurement / jnp.maximum(weight, 1e-6)))
+    log_evidence = jnp.where(step.reading_censored, below, -0.5 * ((y - h_mean) ** 2 / (s2 + R) + jnp.log(2 * jnp.pi * (s2 + R))))
 
     valid = step.reading_valid
     return state._replace(
@@ -122,8 +132,8 @@ def _inflate_jit(model: Model, inflation: float):
 
 
 @functools.lru_cache(maxsize=None)
-def _adjust_jit(model: Model, slots: int | None, donate: bool = False, boluses_only: bool = False):
-    one = functools.partial(_adjust_one, model, slots, boluses_only)
+def _adjust_jit(model: Model, slots: int | None, donate: bool = False, boluses_only: bool = False, restarting: bool = False):
+    one = functools.partial(_adjust_one, model, slots, boluses_only, restarting=restarting)
     return jax.jit(jax.vmap(one), donate_argnums=(0,) if donate else ())
 
 
@@ -138,8 +148,9 @@ def update(model: Model, options: Options, state: ParticleState, steps: Steps, d
             if options.inflation != 1.0:
                 state = _inflate_jit(model, float(options.inflation))(state if owned else jax.tree.map(jnp.copy, state), step)
                 owned = True
-            slots, boluses_only = dose_terms(model, state, step)
-            state = _adjust_jit(model, slots, owned, boluses_only)(state, step)
+            restarting = restarts(step)  # a reset or steady-state dose: a kernel of its own, all slots
+            slots, boluses_only = (None, False) if restarting else dose_terms(model, state, step)
+            state = _adjust_jit(model, slots, owned, boluses_only, restarting)(state, step)
             owned = True
             if starts is not None:  # a new occasion: members' κ redrawn from N(0, σ²)
                 state = renew_occasions(model, state, np.flatnonzero(starts[:, s]), donate=True)

@@ -4,6 +4,12 @@ A patient's events (doses and readings, any order) become a sequence of *steps*;
 an optional dose followed by an optional reading. Doses between two readings get one step
 each; a reading at the same time as a dose is taken first (a trough is drawn before the dose).
 Arrays are shaped (patients, steps); padding steps have both ``*_valid`` flags False.
+
+A :class:`Reset` (NONMEM's EVID 3) and a :class:`SteadyState` dose (SS 1 / 2) are packed as
+dose steps that carry a flag (``reset``, ``ss_interval`` > 0): a reset is a dose of amount 0
+whose step first returns the body to its start state; a steady-state dose's step first sets
+the amounts to the steady-state trough of its dose train (:mod:`.steady_state`), then gives
+the dose. Both act at their own time, before a reading at that time.
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ import numpy as np
 from jaxtyping import Bool, Float, Int
 
 from .dosing import Dose
+from .steady_state import check_steady_state
 
-__all__ = ["Reading", "CovariateChange", "SensorChange", "Steps", "pack_events", "bucket", "sort_events", "split_at"]
+__all__ = ["Reading", "CovariateChange", "SensorChange", "Reset", "SteadyState", "Steps", "pack_events", "empty_steps", "bucket",
+           "sort_events", "split_at"]
 
 
 class Reading(NamedTuple):
@@ -47,6 +55,37 @@ class SensorChange(NamedTuple):
     analyte: int | str = 0
 
 
+class Reset(NamedTuple):
+    """At ``time`` (h) the body returns to the model's start state (``Model.initial_amounts``,
+    every compartment) and the doses given before deliver nothing more (infusions in progress
+    stop, lagged doses never arrive): NONMEM's EVID 3 (EVID 4 is a reset and a dose at the same
+    time). What was learned about the patient's parameters carries over. Applied before a
+    reading at the same time."""
+
+    time: float
+
+
+class SteadyState(NamedTuple):
+    """A dose of ``amount`` mg at ``time`` h that is the last of an endless train, one every
+    ``interval`` h (NONMEM's SS with II): just before it (the left limit at ``time``, which a
+    reading at that time sees) the dosed states hold the steady-state trough of the train, and
+    then the dose itself is given like a :class:`~assimilation.dosing.Dose`. ``additive=False``
+    (SS=1) replaces what the body held and forgets the doses given before; ``additive=True``
+    (SS=2) adds the train to it (superposition: linear models only). States the dose cannot
+    reach (a sensor's gain) keep their values. The maths is in :mod:`.steady_state`."""
+
+    time: float
+    amount: float
+    interval: float
+    compartment: int | str = 0
+    duration: float = 0.0
+    additive: bool = False
+
+    @property
+    def dose(self) -> Dose:
+        return Dose(self.time, self.amount, self.compartment, self.duration)
+
+
 class Steps(NamedTuple):
     dose_valid: Bool[np.ndarray, "P S"]
     dose_time: Float[np.ndarray, "P S"]
@@ -58,6 +97,9 @@ class Steps(NamedTuple):
     reading_value: Float[np.ndarray, "P S"]
     reading_analyte: Int[np.ndarray, "P S"]
     reading_censored: Bool[np.ndarray, "P S"]
+    reset: Bool[np.ndarray, "P S"]  # the step's dose first resets the body (Reset)
+    ss_interval: Float[np.ndarray, "P S"]  # > 0: the step's dose is a SteadyState dose with this interval, h
+    ss_additive: Bool[np.ndarray, "P S"]  # its steady state adds to the amounts (SS=2) instead of replacing them
 
     def step(self, s: int) -> "Steps":
         return Steps(*(a[:, s] for a in self))
@@ -76,16 +118,20 @@ def bucket(n: int, minimum: int = 1, coarse: int = 1024, factor: int = 2) -> int
     return size
 
 
-_ORDER = {SensorChange: 0, Reading: 1, CovariateChange: 2, Dose: 3}
+_ORDER = {Reset: 0, SensorChange: 1, SteadyState: 2, Reading: 3, CovariateChange: 4, Dose: 5}
+_DOSING = (Dose, SteadyState, Reset)  # what packs into a step's dose fields
 
 
 def sort_events(events: Sequence) -> list:
-    """Time order; at equal times sensor changes, readings, covariate changes, then doses (stable
-    otherwise): a trough drawn at a dose's time sees neither the dose nor the new covariates,
-    and a new sensor's first reading is read by the new sensor."""
+    """Time order; at equal times resets, sensor changes, steady-state doses, readings,
+    covariate changes, then doses (stable otherwise): a trough drawn at a dose's time sees
+    neither the dose nor the new covariates, a reading at a reset sees the body restarted, one
+    at a steady-state dose the train's trough, and a new sensor's first reading is read by the
+    new sensor."""
     for event in events:
         if type(event) not in _ORDER:
-            raise TypeError(f"expected Dose, Reading, CovariateChange or SensorChange, got {type(event).__name__}: {event!r}")
+            raise TypeError(f"expected Dose, Reading, CovariateChange, SensorChange, Reset or SteadyState, "
+                            f"got {type(event).__name__}: {event!r}")
     return sorted(events, key=lambda e: (float(e.time), _ORDER[type(e)]))
 
 
@@ -107,7 +153,7 @@ def _steps_of(events, pair: bool = True) -> list[tuple]:
     a new occasion's κ is drawn between the dose step and the reading)."""
     steps, pending = [], []
     for event in sort_events(events):
-        if isinstance(event, Dose):
+        if isinstance(event, _DOSING):
             pending.append(event)
         elif not isinstance(event, Reading):
             raise TypeError(f"{type(event).__name__} is applied by the online API between packed steps, not packed")
@@ -125,21 +171,11 @@ def pack_events(model, events_per_patient: Sequence[Sequence], n_rows: int, dtyp
     pair = getattr(model, "occasions", None) is None
     per_patient = [_steps_of(events, pair) for events in events_per_patient]
     n_steps = bucket(max([len(s) for s in per_patient] + [1]), min_steps)
-    shape = (n_rows, n_steps)
-    out = Steps(
-        np.zeros(shape, bool), np.zeros(shape, dtype), np.zeros(shape, dtype), np.zeros(shape, dtype), np.zeros(shape, np.int32),
-        np.zeros(shape, bool), np.zeros(shape, dtype), np.zeros(shape, dtype), np.zeros(shape, np.int32), np.zeros(shape, bool),
-    )
+    out = empty_steps(n_rows, n_steps, dtype)
     for i, steps in enumerate(per_patient):
         for s, (dose, reading) in enumerate(steps):
             if dose is not None:
-                if dose.amount < 0 or dose.duration < 0:
-                    raise ValueError(f"dose with negative amount or duration: {dose!r}")
-                out.dose_valid[i, s] = True
-                out.dose_time[i, s] = dose.time
-                out.dose_amount[i, s] = dose.amount
-                out.dose_duration[i, s] = dose.duration
-                out.dose_compartment[i, s] = model.compartment_index(dose.compartment)
+                _pack_dose(model, out, i, s, dose)
             if reading is not None:
                 analyte = model.analyte_index(reading.analyte)
                 out.reading_valid[i, s] = True
@@ -148,3 +184,27 @@ def pack_events(model, events_per_patient: Sequence[Sequence], n_rows: int, dtyp
                 out.reading_analyte[i, s] = analyte
                 out.reading_censored[i, s] = bool(reading.censored)
     return out
+
+
+def empty_steps(n_rows: int, n_steps: int, dtype=np.float32) -> Steps:
+    """(n_rows, n_steps) steps that do nothing (padding)."""
+    shape = (n_rows, n_steps)
+    kinds = {"dose_compartment": np.int32, "reading_analyte": np.int32}
+    flags = ("dose_valid", "reading_valid", "reading_censored", "reset", "ss_additive")
+    return Steps(*(np.zeros(shape, bool if name in flags else kinds.get(name, dtype)) for name in Steps._fields))
+
+
+def _pack_dose(model, out: Steps, i: int, s: int, dose: Dose | SteadyState | Reset) -> None:
+    """Write one dose-like event into step (i, s): a reset as a dose of amount 0 that resets."""
+    if isinstance(dose, Reset):
+        dose, out.reset[i, s] = Dose(dose.time, 0.0, model.dose_compartment), True
+    elif isinstance(dose, SteadyState):
+        check_steady_state(model, dose)
+        out.ss_interval[i, s], out.ss_additive[i, s] = dose.interval, bool(dose.additive)
+    if dose.amount < 0 or dose.duration < 0:
+        raise ValueError(f"dose with negative amount or duration: {dose!r}")
+    out.dose_valid[i, s] = True
+    out.dose_time[i, s] = dose.time
+    out.dose_amount[i, s] = dose.amount
+    out.dose_duration[i, s] = dose.duration
+    out.dose_compartment[i, s] = model.compartment_index(dose.compartment)

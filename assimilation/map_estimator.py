@@ -22,10 +22,10 @@ import numpy as np
 import scipy.optimize
 
 from . import particle_filter as pf
-from .events import Steps, bucket
+from .events import Steps, bucket, empty_steps
 from .model import Model
 
-__all__ = ["Options", "MapState", "initial_state", "update", "forecast"]
+__all__ = ["Options", "MapState", "initial_state", "update", "forecast", "laplace_log_evidence"]
 
 
 class Options(NamedTuple):
@@ -50,7 +50,7 @@ class MapState(NamedTuple):
 def initial_state(model: Model, options: Options, prior_means, keys, time: float = 0.0) -> MapState:
     n_rows, p = prior_means.shape
     omega = np.asarray(model.population.omega, np.float64)
-    empty = Steps(*(np.zeros((n_rows, 1), d) for d in (bool, np.float64, np.float64, np.float64, np.int32, bool, np.float64, np.float64, np.int32, bool)))
+    empty = empty_steps(n_rows, 1, np.float64)
     return MapState(
         prior_mean=np.asarray(prior_means, np.float64),
         mode=np.asarray(prior_means, np.float64),
@@ -78,7 +78,7 @@ def _single_particle_state(model: Model, options: Options, log_params, start_tim
 
 
 @functools.lru_cache(maxsize=None)
-def _objective(model: Model, options: Options):
+def _objective(model: Model, options: Options, restarting: bool = False):
     """J(free θ) for one patient's padded history, jitted (float64 under enable_x64)."""
     free = np.flatnonzero(model.population.random_mask())
     omega_free = np.asarray(model.population.omega, np.float64)[np.ix_(free, free)]
@@ -89,7 +89,8 @@ def _objective(model: Model, options: Options):
         state = _single_particle_state(model, options, log_params, start_time)
 
         def step(s, st):
-            s, _ = pf._assimilate_one(model, None, True, s, st)  # every dose slot, censoring possible: one single-particle scan
+            # every dose slot, censoring possible; ``restarting``: the history has a reset or steady-state dose
+            s, _ = pf._assimilate_one(model, None, True, s, st, restarting=restarting)
             return s, None
 
         state, _ = jax.lax.scan(step, state, history)
@@ -110,7 +111,7 @@ def _objective(model: Model, options: Options):
 
 
 def _fit(model: Model, options: Options, prior_mean, previous_mode, history: Steps, start_time):
-    free, value_and_grad, hessian = _objective(model, options)
+    free, value_and_grad, hessian = _objective(model, options, pf.restarts(history))
     with jax.enable_x64(True):
         args = (jnp.asarray(prior_mean), Steps(*map(jnp.asarray, history)), jnp.float64(start_time))
 
@@ -175,6 +176,23 @@ def laplace_particles(model: Model, options: Options, state: MapState) -> pf.Par
         if step.dose_valid.any() or step.reading_valid.any():
             particles, _ = pf.assimilate(model, particles, Steps(*(a.astype(dtype) if a.dtype.kind == "f" else a for a in step)))
     return particles._replace(log_weights=jnp.full_like(particles.log_weights, -np.log(options.n_particles)))
+
+
+def laplace_log_evidence(model: Model, state: MapState) -> np.ndarray:
+    """Laplace approximation of log p(readings so far) per patient (P,):
+
+        log p(y) ≈ −J(θ̂) + ½ log|Σ̂| − ½ log|Ω|        (free parameters only)
+
+    with J the objective above (its log-likelihood carries every normalising constant, its
+    prior term none), Σ̂ the Laplace covariance. Exact for a model linear-Gaussian in log θ; 0
+    before the first reading. A Σ̂ that is not positive definite counts as Ω (then −J)."""
+    free = np.flatnonzero(model.population.random_mask())
+    _, log_det_prior = np.linalg.slogdet(np.asarray(model.population.omega, np.float64)[np.ix_(free, free)])
+    out = -np.asarray(state.objective, np.float64).copy()
+    for i, covariance in enumerate(np.asarray(state.covariance, np.float64)):
+        sign, log_det = np.linalg.slogdet(covariance[np.ix_(free, free)])
+        out[i] += 0.5 * ((log_det if sign > 0 else log_det_prior) - log_det_prior)
+    return out
 
 
 def _sqrt_psd(matrix):

@@ -17,8 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .covariates import Categorical, Covariate, CovariateError, check_covariates
 from .occasions import Occasions
-from .parameters import Population, prior_mean
+from .parameters import Population, Typical, covariates_of, prior_mean
 from .residuals import ResidualError
 from .structure import Dynamics
 
@@ -26,7 +27,7 @@ __all__ = ["Analyte", "Sensor", "Model", "load_model", "BUILTIN_MODELS"]
 
 BUILTIN_MODELS = (
     "one_compartment_oral", "two_compartment_infusion",
-    "vancomycin", "vancomycin_thomson", "docetaxel_friberg", "warfarin_hamberg",
+    "vancomycin", "vancomycin_thomson", "vancomycin_purwonugroho2012", "docetaxel_friberg", "warfarin_hamberg",
 )
 
 
@@ -87,6 +88,13 @@ class Model:
         initial_amounts: the state at the start of a patient's record (model time zero), one
             value per compartment; default all zeros (no drug on board). A non-zero entry
             belongs to a state that is not a drug amount, such as a sensor's gain at insertion.
+        covariates: the covariates the model uses, typed (:mod:`.covariates`): unit and
+            plausible range, or allowed levels. Every covariate a covariate model reads (an
+            effect's covariate, an expression's ``reads``) must be declared. A model that
+            declares none (a quick user model) accepts exactly the covariates its covariate
+            models read, unchecked.
+        parameter_units: UCUM unit of each population parameter, for reports ((name, unit), ...);
+            a parameter not listed is shown without a unit.
 
     Hashing is by identity, so a Model can be a static argument of ``jax.jit``.
     """
@@ -101,8 +109,11 @@ class Model:
     dose_compartment: int = 0
     occasions: Optional[Occasions] = None
     initial_amounts: Optional[tuple[float, ...]] = None
+    covariates: tuple[Covariate, ...] = ()
+    parameter_units: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
+        self._check_declared_covariates()
         if self.initial_amounts is not None and len(self.initial_amounts) != self.n_compartments:
             raise ValueError(f"model {self.name!r}: initial_amounts has {len(self.initial_amounts)} values "
                              f"for {self.n_compartments} compartments")
@@ -124,6 +135,70 @@ class Model:
         omega = np.asarray(self.population.omega)
         if np.any(omega[np.ix_(inside, ~inside)] != 0):
             raise ValueError(f"model {self.name!r}: sensor parameters {list(parameters)} are correlated in Ω with other parameters")
+
+    def _check_declared_covariates(self) -> None:
+        """Every covariate model names a population parameter (at most one expression each),
+        and, when the model declares covariates, reads only declared ones."""
+        unknown = [e.parameter for e in self.population.effects if e.parameter not in self.population.names]
+        if unknown:
+            raise ValueError(f"model {self.name!r}: a covariate model is given for {unknown[0]!r}, "
+                             f"which is not a population parameter {list(self.population.names)}")
+        expressed = [e.parameter for e in self.population.effects if isinstance(e, Typical)]
+        twice = sorted({name for name in expressed if expressed.count(name) > 1})
+        if twice:
+            raise ValueError(f"model {self.name!r}: parameter {twice[0]!r} has more than one typical-value expression")
+        if not self.covariates:
+            return
+        declared = {c.name: c for c in self.covariates}
+        if len(declared) != len(self.covariates):
+            raise ValueError(f"model {self.name!r}: a covariate is declared twice")
+        for effect in self.population.effects:
+            undeclared = [name for name in covariates_of(effect) if name not in declared]
+            if undeclared:
+                what = "the typical value of" if isinstance(effect, Typical) else "the effect on"
+                raise ValueError(f"model {self.name!r}: {what} {effect.parameter!r} uses covariate {undeclared[0]!r}, "
+                                 f"which is not declared in Model.covariates")
+            if isinstance(effect, Typical):
+                continue
+            covariate = declared[effect.covariate]
+            factors = getattr(effect, "factors", None)
+            if isinstance(covariate, Categorical) and factors is not None:
+                spellings = dict(covariate.aliases)
+                stray = [level for level, _ in factors if level not in covariate.levels and level not in spellings]
+                if stray:
+                    raise ValueError(f"model {self.name!r}: the effect on {effect.parameter!r} names levels {stray} "
+                                     f"that covariate {covariate.name!r} does not have")
+
+    def check_covariates(self, values: dict, *, partial: bool = False) -> dict:
+        """``values`` checked against :attr:`covariates` and normalised (see
+        :func:`.covariates.check_covariates`); raises :class:`.covariates.CovariateError`.
+        ``partial``: only some covariates (a change from a given time on)."""
+        if self.covariates:
+            checked = check_covariates(self.covariates, values, partial=partial)
+        else:
+            needed = list(self.covariate_names)
+            unknown = [name for name in values if name not in needed]
+            if unknown:
+                raise CovariateError(unknown[0], f"unknown covariate {unknown[0]!r}; model {self.name!r} uses: {', '.join(needed) or 'none'}")
+            missing = [] if partial else [name for name in needed if name not in values]
+            if missing:
+                raise CovariateError(missing[0], f"covariate {missing[0]!r} is missing (model {self.name!r} uses {', '.join(needed)})")
+            checked = {name: values[name] for name in needed if name in values}
+        if not partial:  # each value in range may still give an expression no usable value (a volume ≤ 0)
+            for effect in self.population.effects:
+                if isinstance(effect, Typical):
+                    effect.value(checked)
+        return checked
+
+    def unit_of(self, parameter: str) -> str:
+        return dict(self.parameter_units).get(parameter, "")
+
+    @property
+    def covariate_names(self) -> tuple[str, ...]:
+        """The covariates a patient of this model has: declared, or named by the effects."""
+        if self.covariates:
+            return tuple(c.name for c in self.covariates)
+        return tuple(dict.fromkeys(name for effect in self.population.effects for name in covariates_of(effect)))
 
     @property
     def n_compartments(self) -> int:

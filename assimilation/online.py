@@ -23,13 +23,13 @@ import numpy as np
 
 from . import ensemble_kalman, map_estimator, particle_filter, rejuvenation
 from .dosing import Dose, DoseTable
-from .events import CovariateChange, Reading, SensorChange, bucket, pack_events, split_at
+from .events import CovariateChange, Reading, Reset, SensorChange, SteadyState, bucket, pack_events, split_at
 from .model import Model, load_model
 from .occasions import last_dose_times, occasion_starts
 from .parameters import as_covariate_list
 from .particle_filter import Forecast
 
-__all__ = ["Posterior", "PatientParticles", "init", "update", "rejuvenate", "predict", "particles", "to_bytes", "from_bytes", "METHODS"]
+__all__ = ["Posterior", "PatientParticles", "init", "update", "rejuvenate", "predict", "particles", "log_evidence", "to_bytes", "from_bytes", "METHODS"]
 
 METHODS = {"pf": particle_filter, "enkf": ensemble_kalman, "map": map_estimator}
 
@@ -102,20 +102,21 @@ def _per_patient(posterior: Posterior, items, what: str) -> list[list]:
     return [list(e) for e in items]
 
 
-_EVENTS = (Dose, Reading, CovariateChange, SensorChange)
+_EVENTS = (Dose, Reading, CovariateChange, SensorChange, Reset, SteadyState)
 _CHANGES = (CovariateChange, SensorChange)  # applied between packed steps, patient by patient
 
 
 def update(posterior: Posterior, events) -> Posterior:
-    """Assimilate doses, readings, covariate changes and sensor changes (any order; sorted per
-    patient). Readings and changes must not be older than the posterior's time for that
-    patient (a filter cannot revisit the past)."""
+    """Assimilate doses, readings, covariate changes, sensor changes, resets and steady-state
+    doses (any order; sorted per patient). All but doses must not be older than the posterior's
+    time for that patient (a filter cannot revisit the past)."""
     per_patient = _per_patient(posterior, events, "events")
     now = np.asarray(posterior.state.time)
-    what = {Reading: "reading", CovariateChange: "covariate change", SensorChange: "sensor change"}
+    what = {Reading: "reading", CovariateChange: "covariate change", SensorChange: "sensor change", Reset: "reset",
+            SteadyState: "steady-state dose"}
     for i, patient_events in enumerate(per_patient):
         for event in patient_events:
-            if isinstance(event, (Reading, *_CHANGES)) and event.time < now[i] - 1e-6:
+            if type(event) in what and event.time < now[i] - 1e-6:
                 raise ValueError(f"patient {i}: {what[type(event)]} at t={event.time} h is older than the posterior (t={now[i]:.6g} h)")
             if isinstance(event, Reading) and not np.isfinite(event.value):
                 raise ValueError(f"patient {i}: reading value {event.value!r} is not finite")
@@ -319,6 +320,19 @@ def particles(posterior: Posterior, patient: int = 0) -> PatientParticles:
         np.asarray(state.log_params[patient]), np.asarray(state.amounts[patient]),
         np.asarray(state.log_weights[patient]), float(state.time[patient]),
     )
+
+
+def log_evidence(posterior: Posterior) -> np.ndarray:
+    """log p(readings so far) of each patient (P,), float64: the filter's accumulated
+    one-step-ahead predictive log-densities (PF: log mean of the unnormalised weights; EnKF:
+    its Gaussian predictive) or MAP's Laplace evidence. The change over one reading is that
+    reading's one-step-ahead predictive log-likelihood (what replay reports and model
+    averaging weighs by)."""
+    if posterior.method == "map":
+        value = map_estimator.laplace_log_evidence(posterior.model, posterior.state)
+    else:
+        value = np.asarray(posterior.state.log_evidence, np.float64)
+    return value[: posterior.n_patients]
 
 
 # ----------------------------------------------------------------------------- snapshots

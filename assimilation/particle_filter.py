@@ -28,6 +28,7 @@ from .model import Model
 from .occasions import last_dose_times, occasion_starts, with_fresh_kappa
 from .resampling import effective_sample_size, liu_west_move, systematic_resample, weighted_quantiles
 from .simulate import predict_readings
+from .steady_state import PERIODS, trough
 
 __all__ = ["ParticleState", "Options", "Forecast", "initial_state", "assimilate", "resample", "forecast", "reading_weight"]
 
@@ -241,11 +242,15 @@ def dose_terms(model: Model, state: ParticleState, step: Steps) -> tuple[int | N
     return min(1 << (count - 1).bit_length(), state.doses.time.shape[-1]), bool(closed_form and not infusions)
 
 
-def advance(model: Model, state: ParticleState, step: Steps, slots: int | None = None, boluses_only: bool = False):
+def advance(model: Model, state: ParticleState, step: Steps, slots: int | None = None, boluses_only: bool = False,
+            restarting: bool = False):
     """Record the step's dose and move every particle's amounts to the step's time.
     ``slots``: propagate through only that many dose slots, those that may deliver in the
     interval; None: through all K. ``boluses_only``: none of those is an infusion (both from
-    :func:`dose_terms`)."""
+    :func:`dose_terms`). ``restarting`` (static; :func:`restarts`): some row's dose resets the
+    body or is a steady-state dose (:func:`_advance_restarting`; all K slots)."""
+    if restarting:
+        return _advance_restarting(model, state, step)
     doses, lost, target, delivering = _delivering(model, state, step)
     table = doses if slots is None else compact(doses, delivering, slots)
     moved = propagate_particles(model, state.log_params, state.cache, state.amounts, state.time, target, table, boluses_only)
@@ -259,10 +264,62 @@ def advance(model: Model, state: ParticleState, step: Steps, slots: int | None =
     return new
 
 
+def restarts(step: Steps) -> bool:
+    """Whether some row's dose in this step resets the body or is a steady-state dose: such a
+    step takes a kernel of its own (``restarting``), so the others pay nothing for it."""
+    return bool(np.any(np.asarray(step.dose_valid) & (np.asarray(step.reset) | (np.asarray(step.ss_interval) > 0))))
+
+
+def _steady_particles(model: Model, state: ParticleState, amounts, step: Steps, active):
+    """Every particle's amounts just before the step's steady-state dose (:mod:`.steady_state`)."""
+    interval = jnp.where(active, step.ss_interval, 1.0)  # a finite train where the row has none (discarded)
+
+    def one(lp, c, x):
+        params = model.parameters(lp)
+        c = c if _caches(model) else model.dynamics.prepare(params)
+        F, lag = model.dose_attributes(params, x.dtype)
+        return trough(model, params, c, x, step.dose_amount, step.dose_duration, step.dose_compartment, interval,
+                      step.ss_additive, F, lag, active)
+
+    return jax.vmap(one)(state.log_params, state.cache, amounts)
+
+
+def _advance_restarting(model: Model, state: ParticleState, step: Steps) -> ParticleState:
+    """:func:`advance` for a step whose dose may reset the body (``Reset``) or be a steady-state
+    dose (``SteadyState``): the particles are moved to the dose's time under the doses recorded
+    so far; a reset returns them to the start amounts and empties the dose table; a steady state
+    sets the dosed states to the train's trough (SS=1 also empties the table) and records the
+    train's doses that are still arriving; then the step's dose is recorded and the particles
+    moved on to the step's time. Rows whose step does neither take the plain path."""
+    plain = advance(model, state, step)
+    _, high = lag_range(model, state.log_params)
+    event_time = jnp.maximum(step.dose_time, state.time)
+    steady = step.ss_interval > 0
+    x = propagate_particles(model, state.log_params, state.cache, state.amounts, state.time, event_time, state.doses)
+    x = jnp.where(step.reset, model.amounts_at_start(x.dtype), x)
+    x = jnp.where(steady, _steady_particles(model, state, x, step, steady & step.dose_valid), x)
+    forget = step.reset | (steady & ~step.ss_additive)
+    table = state.doses._replace(amount=jnp.where(forget, 0.0, state.doses.amount), fresh=jnp.zeros_like(state.doses.fresh))
+    lost = jnp.zeros((), bool)
+    interval, compartment = jnp.where(steady, step.ss_interval, 1.0), step.dose_compartment
+    for k in range(PERIODS - 1, 0, -1):  # the train's doses whose drug arrives at or after event_time, oldest first
+        pending = steady & (k * interval <= high[compartment] + step.dose_duration)
+        slot = table.cursor % table.time.shape[-1]
+        lost = lost | (pending & still_delivering(table, high, event_time)[slot])
+        table = record_dose(table, event_time - k * interval, step.dose_amount, step.dose_duration, compartment, pending)
+    doses, lost_here = _record(table._replace(fresh=jnp.zeros_like(table.fresh)), high, step)
+    target = step_target_time(event_time, step)
+    moved = propagate_particles(model, state.log_params, state.cache, x, event_time, target, doses)
+    new = state._replace(amounts=moved, time=target, doses=doses._replace(fresh=jnp.zeros_like(doses.fresh)),
+                         lost_dose=state.lost_dose | lost | lost_here)
+    marked = step.dose_valid & (step.reset | steady)
+    return jax.tree.map(lambda a, b: jnp.where(marked, a, b), new, plain)
+
+
 def _assimilate_one(model: Model, slots: int | None, may_be_censored: bool, state: ParticleState, step: Steps,
-                    boluses_only: bool = False):
+                    boluses_only: bool = False, restarting: bool = False):
     """One step for one patient (state without the patient axis). No random numbers."""
-    state = advance(model, state, step, slots, boluses_only)
+    state = advance(model, state, step, slots, boluses_only, restarting)
     log_lik = jax.vmap(
         lambda lp, x: reading_log_likelihood(model, model.parameters(lp), x, step.reading_analyte, step.reading_value,
                                              step.reading_censored, may_be_censored)
@@ -281,8 +338,8 @@ def _assimilate_one(model: Model, slots: int | None, may_be_censored: bool, stat
 
 @functools.lru_cache(maxsize=None)
 def _assimilate_jit(model: Model, slots: int | None = None, donate: bool = False, may_be_censored: bool = True,
-                    boluses_only: bool = False):
-    one = functools.partial(_assimilate_one, model, slots, may_be_censored, boluses_only=boluses_only)
+                    boluses_only: bool = False, restarting: bool = False):
+    one = functools.partial(_assimilate_one, model, slots, may_be_censored, boluses_only=boluses_only, restarting=restarting)
     return jax.jit(jax.vmap(one), donate_argnums=(0,) if donate else ())
 
 
@@ -294,9 +351,10 @@ def assimilate(model: Model, state: ParticleState, step: Steps, donate: bool = F
     batch holds the caller's state and one working state, not a new copy per step."""
     # a kernel without the censored likelihood for the (usual) steps with no reading below LLOQ
     may_be_censored = bool(np.any(np.asarray(step.reading_censored) & np.asarray(step.reading_valid)))
+    restarting = restarts(step)
     step = Steps(*map(jnp.asarray, step))
-    slots, boluses_only = dose_terms(model, state, step)
-    return _assimilate_jit(model, slots, donate, may_be_censored, boluses_only)(state, step)
+    slots, boluses_only = (None, False) if restarting else dose_terms(model, state, step)
+    return _assimilate_jit(model, slots, donate, may_be_censored, boluses_only, restarting)(state, step)
 
 
 def _resample_one(model: Model, options: Options, state: ParticleState) -> ParticleState:

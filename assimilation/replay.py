@@ -12,6 +12,14 @@ performance", J Pharmacokinet Biopharm 9:503-512), over readings that are not ce
 * relative RMSE = sqrt(mean(((PRED_MEAN − DV)/DV)²)), over DV > 0;
 * MdAPE = median(|PRED_MEAN − DV| / DV), over DV > 0;
 * coverage = fraction of readings with PRED_Q05 ≤ DV ≤ PRED_Q95.
+
+Each row also carries the reading's one-step-ahead predictive log-likelihood
+log p(y_k | y_1:k−1) under the method (:func:`.online.log_evidence` before and after it: the
+particle filter's normalising constant, the EnKF's Gaussian predictive, MAP's difference of
+Laplace evidences; for a censored reading log P(y < LLOQ)); its sum over a patient is the
+patient's log marginal likelihood (prediction error decomposition), the number a model check
+or a model comparison needs. A dense sensor's readings enter with their likelihood weight,
+as the filter weighs them.
 """
 
 from __future__ import annotations
@@ -25,11 +33,13 @@ from .dosing import Dose
 from .events import Reading, split_at
 from .model import Model
 
-__all__ = ["PatientRecord", "ForecastRow", "Summary", "replay", "summarize"]
+__all__ = ["PatientRecord", "ForecastRow", "Summary", "replay", "summarize", "log_lik_by_patient"]
 
 
 class PatientRecord(NamedTuple):
-    """One patient's covariates (at the start) and events (doses, readings, covariate changes; any order)."""
+    """One patient's covariates (at the start) and events (any order): doses, readings,
+    covariate changes, resets and steady-state doses (:mod:`.events`; a NONMEM dataset gives
+    them through :func:`.nonmem.read_records`)."""
 
     id: object
     covariates: dict
@@ -47,6 +57,7 @@ class ForecastRow(NamedTuple):
     pred_q05: float
     pred_q50: float
     pred_q95: float
+    log_lik: float  # one-step-ahead predictive log-likelihood of the reading
 
 
 class Summary(NamedTuple):
@@ -55,6 +66,16 @@ class Summary(NamedTuple):
     relative_rmse: float
     mdape: float
     coverage90: float
+    log_lik: float  # sum of every reading's one-step-ahead log-likelihood, censored included
+
+
+def log_lik_by_patient(rows: Sequence[ForecastRow]) -> dict:
+    """Patient id -> sum of its readings' one-step-ahead log-likelihoods (its log marginal
+    likelihood under the method), in order of first appearance."""
+    totals: dict = {}
+    for r in rows:
+        totals[r.id] = totals.get(r.id, 0.0) + r.log_lik
+    return totals
 
 
 def _rounds(events: Sequence) -> list[tuple[list, Reading | None]]:
@@ -82,6 +103,7 @@ def replay(
     plans = [_rounds(p.events) for p in patients]
     rows: list[list[ForecastRow]] = [[] for _ in patients]
     for k in range(max(len(plan) for plan in plans)):
+        pending: list[tuple[int, tuple]] = []  # (patient, forecast fields) until the reading's log-likelihood is known
         steps = [plan[k] if k < len(plan) else ([], None) for plan in plans]
         posterior = online.update(posterior, [list(doses) for doses, _ in steps])
         now = np.asarray(posterior.state.time)[: len(patients)]
@@ -93,9 +115,13 @@ def replay(
             mean, q = np.asarray(forecast.mean[:, 0]), np.asarray(forecast.quantiles[:, :, 0])
             for i, (r, c) in enumerate(zip(readings, chosen)):
                 if c:
-                    rows[i].append(ForecastRow(patients[i].id, float(r.time), float(r.value), bool(r.censored), float(mean[i]), *map(float, q[i])))
+                    pending.append((i, (patients[i].id, float(r.time), float(r.value), bool(r.censored), float(mean[i]), *map(float, q[i]))))
         if any(r is not None for r in readings):
+            before = online.log_evidence(posterior)
             posterior = online.update(posterior, [[r] if r is not None else [] for r in readings])
+            increment = online.log_evidence(posterior) - before
+            for i, fields in pending:
+                rows[i].append(ForecastRow(*fields, float(increment[i])))
             if progress is not None:
                 progress(sum(r is not None for r in readings))
     return [row for patient_rows in rows for row in patient_rows]
@@ -104,8 +130,9 @@ def replay(
 def summarize(rows: Sequence[ForecastRow]) -> Summary:
     """Bias, relative RMSE, MdAPE and 90 % coverage over the uncensored readings."""
     kept = [r for r in rows if not r.censored]
+    total = float(sum(r.log_lik for r in rows))
     if not kept:
-        return Summary(0, float("nan"), float("nan"), float("nan"), float("nan"))
+        return Summary(0, float("nan"), float("nan"), float("nan"), float("nan"), total)
     pred = np.array([r.pred_mean for r in kept])
     dv = np.array([r.dv for r in kept])
     positive = dv > 0
@@ -117,4 +144,5 @@ def summarize(rows: Sequence[ForecastRow]) -> Summary:
         relative_rmse=float(np.sqrt(np.mean(relative**2))) if relative.size else float("nan"),
         mdape=float(np.median(np.abs(relative))) if relative.size else float("nan"),
         coverage90=float(inside.mean()),
+        log_lik=total,
     )

@@ -21,7 +21,7 @@ Two interchangeable paths implement the :class:`Dynamics` protocol:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, NamedTuple, Protocol
+from typing import Any, Callable, ClassVar, NamedTuple, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +29,8 @@ from jaxtyping import Array, Float
 
 from .dosing import DoseTable
 
-__all__ = ["Dynamics", "LinearCompartments", "OdeCompartments", "Modes", "modes", "input_breakpoints"]
+__all__ = ["Dynamics", "LinearCompartments", "OdeCompartments", "Modes", "modes", "input_breakpoints",
+           "mammillary", "modes_with_derivatives"]
 
 Parameters = dict  # name -> scalar (natural units) for one particle
 
@@ -85,7 +86,7 @@ def _modes_2x2(K):
     roots = _roots_2x2(a, b, c, d)
     big = roots.fast
     # Equal rates (ka = CL/V) make K defective, with no eigenvector basis, and nearly equal ones
-    # make V ill-conditioned (float32 gave NaN at equality and 0 at 1e-4 apart). Rates closer than
+    # make V ill-conditioned (float32 gives NaN at equality and 0 at 1e-4 apart). Rates closer than
     # 3√ε relative are moved that far apart: in float32 (1e-3) the oral model's amounts after
     # boluses and infusions then stay within 0.6 % of solve_ivp at every gap from 0 to 1e-2
     # (1.7 % with √ε, 1.2 % with 3e-3), instead of breaking down.
@@ -160,9 +161,9 @@ class LinearCompartments:
         """``boluses_only`` (static): the caller vouches that no slot of ``doses`` is an infusion
         (filters check the slots they pass); a 2-compartment model then takes the closed form."""
         if self.n_compartments == 2 and (boluses_only or doses.time.shape[-1] == 0):
-            # e^{K dt} in closed form, no eigenvectors (they were ~2/3 of a dose-free filter step
+            # e^{K dt} in closed form, no eigenvectors (they cost ~2/3 of a dose-free filter step
             # and most of a dose step's 1 GB of temporaries at 10,000 x 1,000). An infusion's term
-            # keeps the modal sums below: the closed form's divided differences were slower there.
+            # keeps the modal sums below: the closed form's divided differences are slower there.
             return _propagate_boluses_2x2(self.rate_matrix(params), amounts, t0, t1, doses, bioavailability, lag)
         rates, V, V_inv = cache
         n = rates.shape[0]
@@ -328,3 +329,54 @@ class OdeCompartments:
         initial = None if times is None else jnp.broadcast_to(amounts, (times.shape[0], amounts.shape[0]))  # times == t0: x(t0)
         (x, saved), _ = jax.lax.scan(segment, (amounts, initial), (points[:-1], points[1:]))
         return x, saved
+
+
+# ----------------------------------------------------------------------------- mammillary models
+
+
+def mammillary(clearance: str, central: str, peripherals: Sequence[tuple[str, str]] = (), absorption: str | None = None
+               ) -> Callable[[Parameters], Float[Array, "n n"]]:
+    """``rate_matrix(params) -> K`` of a mammillary model in the parameters named: NONMEM's
+    ADVAN1 / ADVAN3 / ADVAN11 (1, 2, 3 compartments, TRANS2 parameters) and, with
+    ``absorption``, ADVAN2 / ADVAN4 / ADVAN12. Compartments in state order: the depot (when
+    there is absorption, first, as in NONMEM), the central compartment, then each peripheral
+    one. With amounts A (mg), CL and Q_j in L/h, volumes in L, ka in 1/h::
+
+        dA_depot/dt = −ka A_depot
+        dA_c/dt     =  ka A_depot − (CL + Σ_j Q_j) / V_c · A_c + Σ_j Q_j / V_j · A_j
+        dA_j/dt     =  Q_j / V_c · A_c − Q_j / V_j · A_j
+
+    Example (two compartments, oral)::
+
+        LinearCompartments(3, mammillary("CL", "V1", [("Q", "V2")], absorption="ka"))
+    """
+    peripherals = tuple(peripherals)
+    offset = 0 if absorption is None else 1
+    n = offset + 1 + len(peripherals)
+    c = offset
+
+    def rate_matrix(p: Parameters) -> Float[Array, "n n"]:
+        volume = p[central]
+        K = jnp.zeros((n, n), jnp.result_type(volume))
+        out_of_central = p[clearance] / volume
+        for j, (flow, peripheral_volume) in enumerate(peripherals, start=c + 1):
+            out_of_central = out_of_central + p[flow] / volume
+            K = K.at[j, c].set(p[flow] / volume).at[c, j].set(p[flow] / p[peripheral_volume]).at[j, j].set(-p[flow] / p[peripheral_volume])
+        K = K.at[c, c].set(-out_of_central)
+        if absorption is not None:
+            K = K.at[0, 0].set(-p[absorption]).at[c, 0].set(p[absorption])
+        return K
+
+    return rate_matrix
+
+
+def modes_with_derivatives(K: Float[Array, "n n"]) -> Modes:
+    """:func:`modes` whose derivatives JAX can take for any n (the general eigensolver's
+    eigenvector derivatives are opt-in: they exist where the eigenvalues are distinct, as in a
+    compartment model with distinct rate constants). For computations that differentiate
+    predictions with respect to the parameters, such as the population objective."""
+    if K.shape[-1] <= 2:
+        return modes(K)
+    rates, vectors = jax.lax.linalg.eig(K, compute_left_eigenvectors=False, enable_eigvec_derivs=True)
+    vectors = vectors.real.astype(K.dtype)
+    return Modes(rates.real.astype(K.dtype), vectors, jnp.linalg.inv(vectors))

@@ -13,11 +13,16 @@ assimilated by:
 - ``filterpy-enkf``: filterpy's EnsembleKalmanFilter, one patient at a time, 1,000 members,
   fx = exact propagation through numpy's eigendecomposition, hx = concentration (the naive baseline);
 - ``map``: this package's MAP estimator (scipy L-BFGS-B, JAX gradients, warm-started from the
-  previous mode), refitting the whole history at every reading, one patient at a time.
+  previous mode), refitting the whole history at every reading, one patient at a time;
+- ``bma``: Bayesian model averaging over the library's three vancomycin models
+  (``assimilation.averaging``, particle-filter members, weights updated reading by reading)
+  against one of them (``vancomycin``) alone, both through their online APIs on the same
+  readings (1,000 patients, 1,000 particles per model): ``ratio_to_single`` is the averaged
+  update's time over the single model's (target <= 3.5).
 
 Each configuration runs in its own process, so ``peak_rss_mb`` is that configuration's peak
 resident memory (JAX runtime included). The processes run with glibc's malloc asked for
-transparent huge pages, as the ``mipd`` command does (``assimilation.memory``;
+transparent huge pages, as the ``mipd`` command does (``mipdstream.huge_pages``;
 ``--default-malloc`` leaves glibc's defaults, under which each kernel call faults its
 temporaries in 4 KiB pages). ``compile_s`` = first run (compiles) − a warm run of
 the same data; the engine's figures are the median of three warm runs (``warm_runs_s`` lists
@@ -40,11 +45,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-from assimilation.memory import huge_page_environment, huge_page_malloc_available, huge_page_malloc_requested  # noqa: E402
+from mipdstream.huge_pages import huge_page_environment, huge_page_malloc_available, huge_page_malloc_requested  # noqa: E402
 
 MODELS = {"iv2": "two_compartment_infusion", "oral1": "one_compartment_oral"}
-COVARIATES = {"two_compartment_infusion": {"CRCL": 120.0, "WT": 70.0}, "one_compartment_oral": {"WT": 70.0}}
-DOSES = {"two_compartment_infusion": 1000.0, "one_compartment_oral": 320.0}
+COVARIATES = {"two_compartment_infusion": {"CRCL": 120.0, "WT": 70.0}, "one_compartment_oral": {"WT": 70.0},
+              "vancomycin": {"CRCL": 120.0, "WT": 70.0, "DIAL": 0}}
+DOSES = {"two_compartment_infusion": 1000.0, "one_compartment_oral": 320.0, "vancomycin": 1000.0}
+BMA_MODELS = ("vancomycin", "vancomycin_thomson", "vancomycin_purwonugroho2012")
+BMA_COVARIATES = {"CRCL": 120.0, "WT": 70.0, "DIAL": 0, "AGE": 60.0}
 NUMPY_MODELS = {  # the two benchmark models' rate matrices and readings, in numpy
     "two_compartment_infusion": (
         lambda q: __import__("numpy").array([[-(q["CL"] + q["Q"]) / q["V1"], q["Q"] / q["V2"]], [q["Q"] / q["V1"], -q["Q"] / q["V2"]]]),
@@ -202,9 +210,37 @@ def run_map(model_name: str, n_particles: int, n_readings: int, budget_s: float)
     return {"seconds": time.perf_counter() - start, "compile_s": compile_s, "patient_updates": done}
 
 
+def run_bma(n_patients: int, n_particles: int, n_readings: int) -> dict:
+    """Averaged update over BMA_MODELS vs the first alone, both warm, same readings (from its prior)."""
+    import numpy as np
+
+    from assimilation import averaging, load_model, online
+
+    single = load_model(BMA_MODELS[0])
+    events, _ = simulate(single, n_patients, n_readings)
+
+    def timed(make, update):
+        runs = []
+        for _ in range(WARM_RUNS + 1):  # the first run compiles
+            posterior = make()
+            start = time.perf_counter()
+            update(posterior, events)
+            runs.append(time.perf_counter() - start)
+        return runs[0], runs[1:]
+
+    single_first, single_runs = timed(lambda: online.init(single, [COVARIATES[single.name]] * n_patients, 0, n_particles, "pf"), online.update)
+    bma_first, bma_runs = timed(lambda: averaging.init(BMA_MODELS, [BMA_COVARIATES] * n_patients, 0, n_particles, "pf"), averaging.update)
+    seconds, single_seconds = float(np.median(bma_runs)), float(np.median(single_runs))
+    return {"seconds": seconds, "compile_s": max(bma_first - seconds, 0.0), "patient_updates": n_patients * n_readings,
+            "warm_runs_s": bma_runs, "single_seconds": single_seconds, "single_warm_runs_s": single_runs,
+            "ratio_to_single": seconds / single_seconds, "models": list(BMA_MODELS)}
+
+
 def one(config: dict) -> dict:
     method = config["method"]
-    if method in ("pf", "enkf"):
+    if method == "bma":
+        result = run_bma(config["patients"], config["particles"], config["readings"])
+    elif method in ("pf", "enkf"):
         result = run_engine(method, config["model"], config["patients"], config["particles"], config["readings"])
     elif method == "filterpy-enkf":
         result = run_filterpy(config["model"], config["particles"], config["readings"], config["budget_s"])
@@ -238,6 +274,7 @@ def main() -> None:
         for method in ("pf", "enkf"):
             for patients in (1, 100, 1000, 10000):
                 configs.append({"method": method, "model": model, "patients": patients, "particles": 1000, "readings": readings})
+    configs.append({"method": "bma", "model": "vancomycin", "patients": 1000, "particles": 1000, "readings": readings})
     results = []
     for config in configs:
         out = subprocess.run([sys.executable, __file__, "--one", json.dumps(config)], capture_output=True, text=True, env=env)
@@ -246,7 +283,8 @@ def main() -> None:
             continue
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         r = results[-1]
-        print(f"  {r['model']:26s} {r['method']:14s} {r['patients']:6d} patients: {r['patient_updates_per_s']:10.1f} /s", file=sys.stderr)
+        extra = f" ({r['ratio_to_single']:.2f}x the single model's time)" if "ratio_to_single" in r else ""
+        print(f"  {r['model']:26s} {r['method']:14s} {r['patients']:6d} patients: {r['patient_updates_per_s']:10.1f} /s{extra}", file=sys.stderr)
     baseline = {}
     for r in results:
         if r["method"] in ("filterpy-enkf", "map"):
@@ -261,6 +299,7 @@ def main() -> None:
         print(
             f"{r['model']:26s} {r['method']:14s} {r['patients']:8d} {r['particles']:9d} {r['patient_updates_per_s']:11.1f} "
             f"{r['ratio_to_filterpy']:10.1f} {r['ratio_to_map']:8.1f} {r['compile_s']:9.2f} {r['peak_rss_mb']:8.0f}"
+            + (f"   {r['ratio_to_single']:.2f}x one model's time ({len(r['models'])} models)" if "ratio_to_single" in r else "")
         )
     if args.json:
         meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(), "quick": args.quick,

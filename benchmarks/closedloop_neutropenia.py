@@ -1,4 +1,4 @@
-"""Closed-loop docetaxel dosing: grade 4 neutropenia per cycle, policy vs body-surface-area dosing (issue 11).
+"""Closed-loop docetaxel dosing: grade 4 neutropenia per cycle, policy vs body-surface-area dosing.
 
     python benchmarks/closedloop_neutropenia.py [--quick] [--misspecified] [--patients N] [--seed S] --json FILE
 

@@ -1,4 +1,4 @@
-"""Closed-loop warfarin initiation: time in INR range 2-3 over the first 28 days (issue 11).
+"""Closed-loop warfarin initiation: time in INR range 2-3 over the first 28 days.
 
     python benchmarks/closedloop_warfarin.py [--quick] [--misspecified] [--patients N] [--seed S] --json FILE
 

@@ -1,13 +1,13 @@
-"""How much does the docetaxel PK matter to the rate of grade-4 neutropenia? (issue 5)
+"""How much does the docetaxel PK matter to the rate of grade-4 neutropenia?
 
-    python benchmarks/docetaxel_pk.py [--patients N] [--dose-mg-m2 D]
+    python benchmarks/docetaxel_pk.py [--patients N] [--seed S] [--dose-mg-m2 D]
 
 The library model drives the Friberg myelosuppression model (Kloft 2006's docetaxel
 parameters) with the two-compartment PK of Onoue 2016; docetaxel PK models fitted to Western
 patients have three compartments, whose slow terminal phase keeps low concentrations for
-days. (Written when the library used Friberg 2002's docetaxel row, which gave 31 % grade 4 at
-100 mg/m² against the label's ~75 %: the PK did not explain it, the PD parameters did;
-docs/MODELS.md.) This script builds a three-compartment model from the Taxotere label's
+days. (Friberg 2002's docetaxel row gives 31 % grade 4 at 100 mg/m² against the label's
+~75 %: this script shows that the PK does not explain the gap and the PD parameters do, which
+is why the library uses Kloft's; docs/MODELS.md.) This script builds a three-compartment model from the Taxotere label's
 figures alone (Swiss Fachinformation, "Pharmakokinetik": 100 mg/m² over 1 h gives Cmax
 3.7 µg/mL; t½ α / β / γ = 4 min / 36 min / 11.1 h; total clearance 21 L/h/m² with ~50 %
 between-patient variation; Vss 113 L): six equations for the six unknowns CL, V1, Q2, V2,

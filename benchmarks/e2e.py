@@ -25,7 +25,7 @@ thread and are not in the latency (at most one per patient per model hour; they 
 CPU load). ``lost``: readings the broker acknowledged that were never assimilated (the
 benchmark waits for as long as the service keeps making progress).
 
-Target (issue 7): p99 <= 250 ms at the steady load on 2 CPU cores; the burst absorbed
+Target: p99 <= 250 ms at the steady load on 2 CPU cores; the burst absorbed
 without loss; the ceiling reported. The reorder window (``--reorder-window-s``, default 0:
 a late reading rewinds instead of waiting) adds its length to every latency when set.
 """

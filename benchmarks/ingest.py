@@ -20,8 +20,8 @@ The phases run in rounds (default 3, `--quick` 1): raw, sqlite, influxdb, ..., a
 raw. This VM's speed drifts by tens of percent within minutes, so each round's rate is
 compared with the raw runs just before and after it, and the table shows the median over
 the rounds (every round is in the JSON and printed above the table). A consumer's persistent
-session is ended after its phase (before 2026-12-01 it stayed, and Mosquitto queued every
-later phase's messages for it). The ingest consumer and the raw subscriber run with the
+session is ended after its phase (left behind, it would make Mosquitto queue every later
+phase's messages for it). The ingest consumer and the raw subscriber run with the
 garbage-collector setting of the service processes (`mipdstream.runtime.tune_gc_for_streaming`);
 the publisher, a device's client, with CPython's default.
 

@@ -8,11 +8,11 @@ library has it, else the two-compartment infusion example:
 * one patient: milliseconds to score 20 candidate regimens (AUC24 on days 1-3, PTA and risk
   per day, expected utility), end to end from a PosteriorSample and the dose history, with
   and without the particles' cached eigendecompositions (a particle filter keeps them);
-* the full practical vancomycin search space (99 regimens with loading doses) for one patient;
+* the full practical vancomycin search space (with loading doses: 165 regimens at 80 kg) for one patient;
 * the next-sample suggestion and one posterior predictive reading check, for scale;
 * a batch: patients per second for ``--batch`` patients scored in one call (``lax.map``).
 
-Target (issue 11): ≤ 20 ms per patient on 2 CPU cores. Run with JAX_PLATFORMS=cpu; pin to two
+Target: ≤ 20 ms per patient on 2 CPU cores. Run with JAX_PLATFORMS=cpu; pin to two
 cores with ``taskset -c 0,1`` on a larger machine.
 """
 

@@ -1,4 +1,4 @@
-"""Where resample-move pays: calibration of the particle filter on a long dense stream (issue 3).
+"""Where resample-move pays: calibration of the particle filter on a long dense stream.
 
     python benchmarks/rejuvenation.py [--quick] [--patients N] [--particles N] [--readings N] [--json FILE]
 

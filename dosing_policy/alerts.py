@@ -104,6 +104,12 @@ class AssessmentEvent(NamedTuple):
     later_from_h: float | None = None  # start of the last window the choice also weighed (h after ``time``), if any
     later_pta: float | None = None  # the current regimen's PTA in that window
     later_recommended_pta: float | None = None  # the suggested regimen's PTA in that window
+    pta_label: str = ""  # what the PTA is the probability of, in words (default: "<metric> in <low>-<high>")
+    window_label: str = "the next window"  # the first window, in words, e.g. "the next 24 h"
+    lead_h: float = 0.0  # h from the assessment to ``time`` (the next dose, when a change can take effect)
+    recommended_median: float | None = None
+    unit: str = ""  # of the medians; "1" shows them as percentages
+    metric_label: str = ""  # the metric as a clinician names it, e.g. "time in range"
 
 
 class SourceEvent(NamedTuple):
@@ -220,37 +226,60 @@ def _on_assessment(s: _Step, e: AssessmentEvent) -> None:
     p = s.policy
     outside = 1.0 - e.pta
     condition = e.risk_condition or f"exceeds {e.high:g}"
-    numbers = {"metric": e.metric, "pta": e.pta, "risk": e.risk, "median": e.median, "low": e.low, "high": e.high, "current": e.current}
+    in_range = e.pta_label or f"{e.metric} in {e.low:g}-{e.high:g}"
+    numbers = {"metric": e.metric, "pta": e.pta, "risk": e.risk, "median": e.median, "low": e.low, "high": e.high, "current": e.current,
+               "unit": e.unit, "pta_label": in_range, "window": e.window_label}
     s.condition(
         Kind.EXPOSURE_OUT_OF_RANGE, "patient", outside >= p.out_of_range_enter, outside <= p.out_of_range_exit,
         Severity.CRITICAL if outside >= p.out_of_range_critical else Severity.WARNING, numbers,
-        f"Under the current regimen ({e.current}) the predicted {e.metric} has only a {e.pta:.0%} chance of being in "
-        f"{e.low:g}-{e.high:g} (median {e.median:.3g}).",
-        f"Predicted {e.metric} is back in range with probability {e.pta:.0%}.",
+        f"Under the current regimen ({e.current}), the chance over {e.window_label} of {in_range} is only {e.pta:.0%} "
+        f"(median {e.metric_label or e.metric} {_value(e.median, e.unit)}).",
+        f"Under the current regimen, {in_range} over {e.window_label} is likely again ({e.pta:.0%}).",
     )
     s.condition(
         Kind.TOXICITY_RISK, "patient", e.risk >= p.toxicity_enter, e.risk <= p.toxicity_exit,
         Severity.CRITICAL if e.risk >= p.toxicity_critical else Severity.WARNING, numbers,
-        f"{e.risk:.0%} probability that {e.metric} {condition} under the current regimen ({e.current}).",
+        f"{e.risk:.0%} probability that {e.metric} {condition} over {e.window_label} under the current regimen ({e.current}).",
         f"Probability that {e.metric} {condition} fell to {e.risk:.0%}.",
     )
     if e.recommended is not None:
         s.condition(
             Kind.RECOMMENDATION, "patient", e.gain >= p.recommendation_enter, e.gain <= p.recommendation_exit, Severity.INFO,
-            {**numbers, "recommended": e.recommended, "recommended_pta": e.recommended_pta, "gain": e.gain,
+            {**numbers, "recommended": e.recommended, "recommended_pta": e.recommended_pta, "recommended_median": e.recommended_median,
+             "gain": e.gain, "lead_h": e.lead_h,
              "later_from_h": e.later_from_h, "later_pta": e.later_pta, "later_recommended_pta": e.later_recommended_pta},
-            f"Suggested: {e.recommended} (probability in range {e.recommended_pta:.0%} vs {e.pta:.0%} now{_later(e)}). "
-            f"Decision support: a clinician accepts or rejects it.",
+            _suggestion(e, in_range),
             "The current regimen is now about as good as the best alternative.",
         )
 
 
-def _later(e: AssessmentEvent) -> str:
-    """The later window the choice also weighed: a suggestion can pay off only there (a
-    patient still accumulating towards the range), and the text should show it."""
-    if e.later_from_h is None:
-        return ""
-    return f"; from {e.later_from_h:g} h on: {e.later_recommended_pta:.0%} vs {e.later_pta:.0%}"
+def _value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "–"
+    from .metrics import display_unit
+
+    if unit == "1":
+        return f"{value:.0%}"
+    return f"{value:.3g} {display_unit(unit)}".rstrip()
+
+
+def _when(lead_h: float) -> str:
+    if lead_h <= 0.05:
+        return "now"
+    return f"from the next dose (in {lead_h:.1f} h)" if lead_h < 10 else f"from the next dose (in {lead_h:.0f} h)"
+
+
+def _suggestion(e: AssessmentEvent, in_range: str) -> str:
+    """What happens under the current and the suggested regimen, and when, in one paragraph.
+    The later window is shown when the choice also weighed it: a suggestion can pay off only
+    there (a patient still accumulating towards the range)."""
+    text = (f"Suggested {_when(e.lead_h)}: {e.recommended}. The chance over {e.window_label} of {in_range} is "
+            f"{e.recommended_pta:.0%} with it (median {_value(e.recommended_median, e.unit)}) and {e.pta:.0%} with the "
+            f"current regimen, {e.current} (median {_value(e.median, e.unit)}).")
+    if e.later_from_h is not None:
+        text += (f" From {e.later_from_h:g} h after that dose on: {e.later_recommended_pta:.0%} with the suggestion, "
+                 f"{e.later_pta:.0%} without.")
+    return text + " Decision support: a clinician accepts or rejects it."
 
 
 def step(state: AlertState, event, policy: AlertPolicy = AlertPolicy()) -> tuple[AlertState, list[Alert]]:

@@ -31,18 +31,49 @@ from .metrics import VANCOMYCIN_AUC24, Nadir, Target, TimeInRangeBelowCeiling
 from .recommend import Utility
 from .regimen import VANCOMYCIN_SPACE, RegimenSpace
 
-__all__ = ["DrugPolicy", "POLICIES", "VANCOMYCIN", "WARFARIN", "DOCETAXEL", "WARFARIN_TTR", "DOCETAXEL_NADIR"]
+__all__ = ["ClinicalTarget", "DrugPolicy", "POLICIES", "VANCOMYCIN", "WARFARIN", "DOCETAXEL", "WARFARIN_TTR", "DOCETAXEL_NADIR"]
+
+
+class ClinicalTarget(NamedTuple):
+    """The range a care team aims for, as they say it: ``quantity`` (e.g. "AUC24", "INR",
+    "ANC nadir") between ``low`` and ``high`` in ``unit`` (UCUM), and where the default comes from."""
+
+    quantity: str
+    low: float
+    high: float
+    unit: str
+    source: str
+
+    def describe(self) -> str:
+        return f"{self.quantity} {self.low:g}-{self.high:g} {self.unit}"
 
 
 class DrugPolicy(NamedTuple):
     """``search_particles``: the posterior is thinned to this many particles for the search
-    (:func:`.sample.thinned`; None = all), where every candidate is an ODE solve per particle."""
+    (:func:`.sample.thinned`; None = all), where every candidate is an ODE solve per particle.
+
+    ``clinical`` is the default target as the care team reads it; :meth:`target_for` turns a
+    team's own range of the same quantity into the :class:`.metrics.Target` the search uses."""
 
     target: Target
     space: RegimenSpace
     utility: Utility = Utility()
     grid: Grid = Grid()
     search_particles: int | None = None
+    clinical: ClinicalTarget | None = None
+
+    def target_for(self, low: float, high: float) -> Target:
+        """The search target for the range [low, high] of :attr:`clinical`'s quantity.
+
+        An exposure range (AUC24, a nadir) replaces the metric's range; vancomycin's upper end
+        stays its toxicity threshold. A level range inside a time-in-range metric (INR) replaces
+        the metric's band: the PTA remains P(TTR >= 65 % and never above the ceiling), the ceiling
+        at least the range's top."""
+        metric = self.target.metric
+        if isinstance(metric, TimeInRangeBelowCeiling):
+            return self.target._replace(metric=metric._replace(low=low, high=high, ceiling=max(metric.ceiling, high)))
+        toxic_above = high if self.target.toxic_above == self.target.high else self.target.toxic_above
+        return self.target._replace(low=low, high=high, toxic_above=toxic_above)
 
     @property
     def usual_interval(self) -> float:
@@ -61,13 +92,15 @@ WARFARIN_TTR = Target(TimeInRangeBelowCeiling(2.0, 3.0, 4.0, window=168.0), 0.65
 DOCETAXEL_NADIR = Target(Nadir(window=504.0), 0.5, 1.5, analyte="anc", toxic_below=0.5,
                          source="CTCAE v5.0 neutropenia grades; grade 4 = ANC < 0.5 x 10^9/L")
 
-VANCOMYCIN = DrugPolicy(VANCOMYCIN_AUC24, VANCOMYCIN_SPACE)
+VANCOMYCIN = DrugPolicy(VANCOMYCIN_AUC24, VANCOMYCIN_SPACE,
+                        clinical=ClinicalTarget("AUC24", 400.0, 600.0, "mg.h/L", VANCOMYCIN_AUC24.source))
 WARFARIN = DrugPolicy(
     WARFARIN_TTR,
     RegimenSpace(strength=0.5, min_amount=0.0, max_amount=15.0, intervals=(24.0,), durations=(0.0,), max_rate=None),  # 0 = hold
     Utility(windows=(0.0,), weights=(1.0,), toxicity_weight=0.0, expected=True),
     Grid(2.0, 85),  # 168 h
     search_particles=128,
+    clinical=ClinicalTarget("INR", 2.0, 3.0, "{INR}", "Ageno W et al. Chest 2012;141:e44S-e88S (ACCP 9th ed.)"),
 )
 DOCETAXEL = DrugPolicy(
     DOCETAXEL_NADIR,
@@ -75,6 +108,7 @@ DOCETAXEL = DrugPolicy(
     Utility(windows=(0.0,), weights=(1.0,), toxicity_weight=1.0),
     Grid(6.0, 85),  # 504 h, one cycle
     search_particles=64,  # the closed-loop benchmark decides on 32
+    clinical=ClinicalTarget("ANC nadir", 0.5, 1.5, "10*9/L", "CTCAE v5.0 neutropenia grades 2-3 (Di Maio M et al. Lancet Oncol 2005;6:669-677)"),
 )
 
 POLICIES: dict[str, DrugPolicy] = {"vancomycin": VANCOMYCIN, "warfarin": WARFARIN, "docetaxel": DOCETAXEL}

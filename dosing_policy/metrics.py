@@ -25,7 +25,7 @@ from jaxtyping import Array, Float
 from assimilation.models import exposure
 
 __all__ = ["Metric", "AreaUnderCurve", "Trough", "Peak", "Nadir", "TimeInRange", "TimeInRangeBelowCeiling", "WindowFunction", "Target",
-           "VANCOMYCIN_AUC24", "VANCOMYCIN_METRICS", "targets_from_model_module"]
+           "VANCOMYCIN_AUC24", "VANCOMYCIN_METRICS", "describe_metric", "describe_pta", "describe_window", "display_unit", "targets_from_model_module"]
 
 
 class Metric(Protocol):
@@ -149,6 +149,41 @@ RYBAK_2020 = "Rybak MJ et al. Am J Health Syst Pharm 2020;77:835-864 (ASHP/IDSA/
 
 VANCOMYCIN_AUC24 = Target(AreaUnderCurve(24.0), 400.0, 600.0, toxic_above=600.0, analyte=0, source=RYBAK_2020)
 VANCOMYCIN_METRICS = (AreaUnderCurve(24.0), Trough(24.0), Peak(24.0))
+
+
+DISPLAY_UNITS = {"mg*h/L": "mg·h/L", "mg.h/L": "mg·h/L", "10*9/L": "×10⁹/L", "{INR}": "", "1": ""}
+"""UCUM (and this module's) unit codes as a clinician reads them."""
+
+
+def display_unit(unit: str) -> str:
+    return DISPLAY_UNITS.get(unit, unit)
+
+
+def describe_window(hours: float) -> str:
+    """A window's length as a clinician says it: "the next 24 h", "the next 7 days"."""
+    return f"the next {hours / 24:g} days" if hours >= 48 and hours % 24 == 0 else f"the next {hours:g} h"
+
+
+METRIC_LABELS = {"auc24": "AUC24", "time_in_range": "time in range", "nadir": "nadir", "trough": "trough", "peak": "peak"}
+
+
+def describe_metric(target: Target) -> str:
+    """The metric as a clinician names it ("AUC24", "time in range", "ANC nadir")."""
+    label = METRIC_LABELS.get(target.metric.name, target.metric.name)
+    return f"{str(target.analyte).upper()} {label}" if label == "nadir" and isinstance(target.analyte, str) else label
+
+
+def describe_pta(target: Target) -> str:
+    """What the PTA of ``target`` is the probability of, in words."""
+    metric, analyte = target.metric, str(target.analyte).upper() if isinstance(target.analyte, str) else "the level"
+    if isinstance(metric, TimeInRangeBelowCeiling):
+        return (f"{analyte} in {metric.low:g}-{metric.high:g} for at least {target.low:.0%} of the time, "
+                f"never above {metric.ceiling:g}")
+    if isinstance(metric, AreaUnderCurve):
+        return f"AUC{metric.window:g} in {target.low:g}-{target.high:g} mg·h/L"
+    if isinstance(metric, Nadir):
+        return f"{analyte} nadir in {target.low:g}-{target.high:g} {display_unit(metric.unit)}"
+    return f"{metric.name} in {target.low:g}-{target.high:g} {display_unit(metric.unit)}".rstrip()
 
 
 def targets_from_model_module(module, analyte: int | str = 0) -> list[Target]:

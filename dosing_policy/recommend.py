@@ -217,11 +217,13 @@ def recommend(model: Model, sample: PosteriorSample, history: Sequence[Dose] | D
     )
 
 
-def assessment_event(recommendation: Recommendation, time: float, target: Target, window: int = 0):
+def assessment_event(recommendation: Recommendation, time: float, target: Target, window: int = 0, lead_h: float = 0.0):
     """The alert machine's :class:`.alerts.AssessmentEvent` for window ``window`` of a
     recommendation (current regimen's PTA, risk and median; the suggested regimen and the
-    expected-utility gain of switching), carrying the recommendation's record."""
+    expected-utility gain of switching), carrying the recommendation's record. ``time``: the
+    decision (model h); ``lead_h``: how long after the assessment that is."""
     from .alerts import AssessmentEvent
+    from .metrics import describe_metric, describe_pta, describe_window
 
     rec = recommendation
     if rec.current is None:  # nothing given yet: the assessment is of the recommended regimen
@@ -236,4 +238,6 @@ def assessment_event(recommendation: Recommendation, time: float, target: Target
         later = dict(later_from_h=float(rec.evaluation.windows[-1]), later_pta=current_pta[-1], later_recommended_pta=rec.pta[-1])
     return AssessmentEvent(float(time), target.metric.name, target.low, target.high, pta, risk, median, current,
                            rec.regimen.describe(), rec.pta[window], rec.gain, rec.record, target.risk_label or " or ".join(conditions),
-                           **later)
+                           **later, pta_label=describe_pta(target), window_label=describe_window(target.metric.window),
+                           lead_h=float(lead_h), recommended_median=rec.median[window], unit=target.metric.unit,
+                           metric_label=describe_metric(target))

@@ -10,7 +10,7 @@ Vancomycin defaults (:data:`VANCOMYCIN_SPACE`): 250 mg steps, q8h / q12h / q24h,
 up to 3000 mg and loading doses of 20-35 mg/kg capped at 3000 mg (Rybak MJ et al., Am J
 Health Syst Pharm 2020;77:835-864, ASHP/IDSA/PIDS/SIDP consensus), infused at no more than
 10 mg/min (600 mg/h) and over at least 60 min (US prescribing information for vancomycin
-injection), durations in 30 min steps.
+injection), durations in 30 min steps, and at most 4500 mg a day (:data:`VANCOMYCIN_MAX_DAILY_MG`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 from assimilation import Dose
 
-__all__ = ["Regimen", "RegimenSpace", "candidate_regimens", "VANCOMYCIN_SPACE", "vancomycin_loading_doses"]
+__all__ = ["Regimen", "RegimenSpace", "candidate_regimens", "VANCOMYCIN_SPACE", "VANCOMYCIN_MAX_DAILY_MG", "vancomycin_loading_doses"]
 
 
 class Regimen(NamedTuple):
@@ -119,4 +119,10 @@ def vancomycin_loading_doses(weight_kg: float, strength: float = 250.0, cap: flo
     return tuple(sorted({min(cap, strength * round(mg_per_kg * weight_kg / strength)) for mg_per_kg in (20, 25, 30, 35)}))
 
 
-VANCOMYCIN_SPACE = RegimenSpace()
+VANCOMYCIN_MAX_DAILY_MG = 4500.0
+"""Daily maintenance cap, mg/24 h. Rybak et al. 2020 (above): empiric maintenance doses "usually
+do not exceed 4500 mg/day" even in obese patients; daily doses of 4 g and more were associated
+with nephrotoxicity (Lodise TP et al., Antimicrob Agents Chemother 2008;52:1330-1336). A dose the
+search would want above it goes to the clinician as the capped regimen, never silently higher."""
+
+VANCOMYCIN_SPACE = RegimenSpace(max_daily=VANCOMYCIN_MAX_DAILY_MG)

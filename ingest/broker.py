@@ -1,7 +1,7 @@
 """The embedded MQTT broker: amqtt running on its own event loop in a background thread.
 
 It is the zero-setup default, so that `make demo` works with no server installed. It
-speaks MQTT 3.1.1 only and keeps sessions in memory, and amqtt 0.12.1 did not redeliver
+speaks MQTT 3.1.1 only and keeps sessions in memory, and amqtt 0.12.1 does not redeliver
 messages a resumed persistent session had left unacknowledged (a probe waited 6 s): the
 no-loss promise needs a real broker. Production uses Mosquitto (or any MQTT 5 broker),
 configured by `MIPD_BROKER_URL`.

@@ -112,17 +112,22 @@ def add_patient(
     from assimilation import load_model
     from mipdstream.service.state_db import PatientRecord, ServiceDB
 
+    from assimilation import CovariateError
+
     settings = _settings(config)
-    load_model(model)  # fail now, not at the first reading
-    covariates = {}
+    given = {}
     for item in covariate:
         name, sep, value = item.partition("=")
         if not sep:
             raise typer.BadParameter(f"covariate {item!r} is not NAME=VALUE", param_hint="--covariate")
         try:
-            covariates[name] = float(value)
+            given[name] = float(value)
         except ValueError:
-            covariates[name] = value
+            given[name] = value
+    try:
+        covariates = load_model(model).check_covariates(given)  # fail now, not at the first reading
+    except CovariateError as error:
+        raise typer.BadParameter(str(error), param_hint="--covariate") from None
     start = dt.datetime.fromisoformat(origin).timestamp() if origin else time.time()
     db = ServiceDB(settings.service_db_path)
     db.add_patient(PatientRecord(patient_id, model, covariates, start, team))
@@ -239,20 +244,47 @@ def api(config: ConfigOption = None, verbose: bool = False) -> None:
 
 @app.command()
 def replay(
-    data: Annotated[Path, typer.Argument(help="NONMEM-style CSV: ID, TIME, AMT, RATE, DV, EVID, MDV, CMT, covariates")],
+    data: Annotated[Path, typer.Argument(help="NONMEM event CSV: ID, TIME, AMT, DV; optional EVID (0-4), MDV, RATE or DUR, CMT, "
+                                              "DVID, SS, II, ADDL, CENS or BLQ, LLOQ; the model's covariate columns")],
     model: Annotated[str, typer.Option(help="built-in model name or path to a model file")],
     method: Annotated[str, typer.Option(help="pf | enkf | map")] = "pf",
     out: Annotated[Optional[Path], typer.Option(help="CSV of one-step-ahead forecasts (PRED_MEAN, PRED_Q05, ...)")] = None,
     particles: Annotated[int, typer.Option(help="particles / ensemble members")] = 1000,
     seed: int = 0,
+    covariates: Annotated[str, typer.Option(help="a changed covariate holds from its row's TIME (locf) or, as in NONMEM, "
+                                                 "over the interval ending at its row (nonmem)")] = "locf",
+    ignore: Annotated[Optional[list[str]], typer.Option(help="a column to leave out (any column that is neither a data item "
+                                                             "nor a covariate of the model is an error otherwise); repeat for several")] = None,
 ) -> None:
-    """Replay an event dataset patient by patient; forecast each observation before assimilating it."""
+    """Replay a NONMEM event dataset patient by patient; forecast each observation before assimilating it.
+    Steady-state doses (SS 1/2 with II), additional doses (ADDL), resets (EVID 3/4) and BLQ
+    readings are read as NONMEM means them; a code or column it cannot handle is an error
+    naming its row and column (docs/MODELS.md, "NONMEM event records")."""
     from mipdstream.replay import replay_command
 
     try:
-        replay_command(data, model, method, out, particles, seed)
+        replay_command(data, model, method, out, particles, seed, covariates, ignore or ())
     except ValueError as err:  # a missing or bad column, named with its row
         typer.echo(f"replay: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def objective(
+    data: Annotated[Path, typer.Argument(help="NONMEM-style CSV, as for replay: ID, TIME, AMT, RATE, DV, EVID, MDV, CMT, covariates")],
+    model: Annotated[str, typer.Option(help="built-in model name or path to a model file")],
+    method: Annotated[Optional[list[str]], typer.Option(help="focei | laplace | importance; repeat for several (default: focei and importance)")] = None,
+    samples: Annotated[int, typer.Option(help="importance samples per patient")] = 10_000,
+    seed: int = 0,
+    ignore: Annotated[Optional[list[str]], typer.Option(help="a column to leave out, as for replay; repeat for several")] = None,
+) -> None:
+    """The model's objective on a dataset at its own parameter values: -2 log-likelihood without N log(2 pi), as NONMEM reports its OFV."""
+    from mipdstream.objective import objective_command
+
+    try:
+        objective_command(data, model, method or ["focei", "importance"], samples, seed, ignore or ())
+    except ValueError as err:  # a bad column, an unknown method, a covariate the model cannot use
+        typer.echo(f"objective: {err}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -300,6 +332,56 @@ def demo(
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     run_demo(data_dir=data_dir, duration_s=duration, wall_s=simulate_s, port=port, particles=particles)
+
+
+audit_app = typer.Typer(help="The audit log's hash chain.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+def _anchor(value: str | None) -> tuple[int, str] | None:
+    if value is None:
+        return None
+    seq, _, digest = value.partition(":")
+    if not seq.isdigit() or len(digest) != 64:
+        raise typer.BadParameter(f"{value!r} is not SEQ:HASH (a record id, a colon, 64 hex digits)")
+    return int(seq), digest.lower()
+
+
+@audit_app.command("verify")
+def audit_verify(
+    db: Annotated[Optional[Path], typer.Option(help="service database to check (default: the configured one)")] = None,
+    anchor: Annotated[Optional[str], typer.Option(help="SEQ:HASH of a head seen earlier (GET /api/v1/audit/head)")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Walk the audit chain from its first record; name the first broken link and exit 1."""
+    import sqlite3
+
+    from mipdstream.service import audit_log
+
+    expected = _anchor(anchor)
+    path = db or _settings(config).service_db_path
+    if not path.is_file():
+        typer.echo(f"no service database at {path}", err=True)
+        raise typer.Exit(2)
+    # Read-only: verifying must not run the migration or take the write lock.
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    try:
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(audit)")}
+        if "hash" not in columns:
+            typer.echo(f"{path}: the audit table has no chain yet (the service chains its rows when it next opens it)", err=True)
+            raise typer.Exit(1)
+        result = audit_log.verify(connection, expected)
+    finally:
+        connection.close()
+    if result.migrated:
+        first, last, count = result.migrated
+        typer.echo(f"{count} records (rows {first}-{last}) were written before the chain and chained when the service "
+                   "migrated the database: what they held before that rests on the append-only triggers alone")
+    if not result.ok:
+        typer.echo(f"audit chain broken at row {result.broken.seq}: {result.broken.what}", err=True)
+        raise typer.Exit(1)
+    head = result.head
+    typer.echo(f"audit chain intact: {head.count} records, head row {head.seq} hash {head.hash}")
 
 
 def main() -> None:

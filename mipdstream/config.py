@@ -102,13 +102,20 @@ class Settings(BaseSettings):
     http_host: str = Field("127.0.0.1", description="Address the API and dashboard listen on.")
     http_port: int = Field(8000, ge=0, description="Port of the API and dashboard (0 picks a free port).")
 
-    # -- API and dashboard (owned by the API helper, issue 8) ----------------------------
+    # -- API and dashboard ---------------------------------------------------------------
     api_session_ttl_s: float = Field(12 * 3600.0, gt=0, description="Lifetime of a login session token, s.")
     api_sse_keepalive_s: float = Field(15.0, gt=0, description="Keep-alive comment interval of the live event stream, s.")
     api_login_max_failures: int = Field(
         5, ge=1, description="Failed logins per user name, and per client address, before further attempts get 429."
     )
     api_login_window_s: float = Field(300.0, gt=0, description="Moving window over which failed logins are counted, s.")
+    api_behind_tls_proxy: bool = Field(
+        False, description="The API is reached only through a TLS-terminating proxy: session cookies are Secure and "
+                           "responses carry Strict-Transport-Security even though the proxy speaks plain HTTP to it."
+    )
+    api_max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body the API accepts, bytes; a larger one is answered 413."
+    )
 
     @property
     def service_db_path(self) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import typer
 
+from assimilation import load_model
 from device_simulators.cohort import CohortConfig, SimulatedPatient
 from device_simulators.runner import MEMORY, run_simulation
 from ingest.mqtt import connect
@@ -46,13 +47,21 @@ COHORTS = (
 )
 
 
+def model_covariates(model_name: str, drawn: dict) -> dict:
+    """The covariates of a simulated ward patient that the model uses (the simulator draws a
+    whole ward record: age, sex, genotypes, ...), checked as the API checks them."""
+    model = load_model(model_name)
+    return model.check_covariates({name: drawn[name] for name in model.covariate_names})
+
+
 def _enroll(live: LiveService, cohort: Cohort, start: float):
     def on_cohort(patients: list[SimulatedPatient]) -> None:
         for patient in patients:
             for role, device in patient.devices.items():
                 live.ingest.registry.register_device(device, DEVICE_KINDS.get(role.split("-")[0], role), "mipdstream simulator")
                 live.ingest.registry.enroll(device, patient.patient_id, start - 3600)
-            live.db.add_patient(PatientRecord(patient.patient_id, cohort.model, dict(patient.covariates), start, "demo-ward"))
+            covariates = model_covariates(cohort.model, dict(patient.covariates))
+            live.db.add_patient(PatientRecord(patient.patient_id, cohort.model, covariates, start, "demo-ward"))
 
     return on_cohort
 

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from assimilation.memory import huge_page_environment, huge_page_malloc_available, huge_page_malloc_requested
+from mipdstream.huge_pages import huge_page_environment, huge_page_malloc_available, huge_page_malloc_requested
 from ingest.broker import EmbeddedBroker
 from ingest.consumer import IngestConsumer
 from ingest.influx_store import InfluxStore
@@ -40,7 +40,7 @@ def tune_gc_for_streaming() -> None:
 
 def restart_with_huge_page_malloc() -> None:
     """Replace this process by itself (same pid, same command line) with glibc's malloc asked
-    for transparent huge pages (`assimilation.memory`: half the run time of a large filter batch
+    for transparent huge pages (`mipdstream.huge_pages`: half the run time of a large filter batch
     goes to page faults without). A no-op where the environment already says anything about
     the tunable, or where it cannot take effect; the `mipd` command calls it before anything else.
     """

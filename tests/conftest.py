@@ -17,7 +17,7 @@ def _free_compiled_programs():
 
     Every XLA:CPU executable holds a few memory mappings; one process running the whole suite
     compiles thousands of programs and crossed the kernel's vm.max_map_count (65,530) near its
-    end, where LLVM then crashed with a segfault instead of an error (2026-11-30). Programs are
+    end, where LLVM then crashed with a segfault instead of an error. Programs are
     rarely shared between modules, so recompiling the few that are costs little.
     """
     yield

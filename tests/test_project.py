@@ -1,5 +1,5 @@
 """Project-level promises: the compose file parses and names what exists; the CLI answers;
-the pure numerics packages import no I/O library."""
+imports point one way between the parts (module by module) and form no cycle."""
 
 import ast
 import json
@@ -7,6 +7,7 @@ import pathlib
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 import pytest
 import yaml
@@ -56,25 +57,180 @@ def test_cli_lists_its_commands():
         assert command in out
 
 
-def _imports(package: str) -> set[str]:
-    names = set()
-    for path in (ROOT / package).rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names |= {a.name.split(".")[0] for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.add(node.module.split(".")[0])
-    return names
+PACKAGES = ("wire", "ingest", "assimilation", "dosing_policy", "device_simulators", "mipdstream")
+IO_LIBRARIES = {"paho", "amqtt", "sqlite3", "urllib", "urllib3", "http", "socket", "fastapi", "uvicorn", "influxdb_client",
+                "httpx", "requests"}
+PURE_NUMERICS = ("assimilation", "dosing_policy")
 
 
-def test_dependencies_point_one_way():
-    io = {"paho", "amqtt", "sqlite3", "urllib3", "influxdb_client", "fastapi", "ingest", "mipdstream", "httpx", "requests"}
-    for package in ("assimilation", "dosing_policy", "wire"):
-        assert _imports(package) & io == set(), package
-    # Simulators speak only the public wire contract; they may draw virtual patients from the
-    # model library (pure numerics) but never reach into ingest, the policy or the service.
-    assert _imports("device_simulators") & {"ingest", "mipdstream", "dosing_policy", "sqlite3", "influxdb_client", "fastapi"} == set()
-    assert _imports("dosing_policy") & {"device_simulators"} == set()
+class Module(NamedTuple):
+    """One module of the project: what it imports (absolute names, function bodies included,
+    ``if TYPE_CHECKING:`` blocks left out, since they never run) and where it reads the
+    process environment or a kernel file (/sys, /proc)."""
+
+    name: str
+    imports: frozenset[str]
+    environment_reads: tuple[str, ...]
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    hidden = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            hidden |= {id(inner) for statement in node.body for inner in ast.walk(statement)}
+    return hidden
+
+
+def _environment_reads(tree: ast.AST, where: str) -> list[str]:
+    """``os.environ`` / ``os.getenv`` / ``from os import environ``, and any path under /sys or /proc."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in {"environ", "environb", "getenv", "putenv"}:
+            found.append(f"{where}:{node.lineno} os.{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module == "os":
+            found += [f"{where}:{node.lineno} from os import {a.name}" for a in node.names if a.name in {"environ", "getenv"}]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith(("/sys", "/proc")):
+            found.append(f"{where}:{node.lineno} {node.value!r}")
+    return found
+
+
+def _parse(name: str, source: str, is_package: bool, known: set[str]) -> Module:
+    """Module `name` from its `source`; `known` are the project's module names, which tell
+    ``from package import submodule`` (an arrow to the submodule) from ``from module import name``."""
+    tree = ast.parse(source)
+    hidden = _type_checking_only(tree)
+    package = name if is_package else name.rpartition(".")[0]
+    imports = set()
+    for node in ast.walk(tree):
+        if id(node) in hidden:
+            continue
+        if isinstance(node, ast.Import):
+            imports |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            origin = node.module
+            if node.level:  # relative: `from . import x`, `from ..a import b`
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                origin = ".".join(base + ([node.module] if node.module else []))
+            imports |= {f"{origin}.{a.name}" if f"{origin}.{a.name}" in known else origin for a in node.names}
+    return Module(name, frozenset(imports), tuple(_environment_reads(tree, name)))
+
+
+def _modules() -> dict[str, Module]:
+    paths = [path for package in PACKAGES for path in sorted((ROOT / package).rglob("*.py"))]
+    known = {_module_name(path) for path in paths}
+    modules = (_parse(_module_name(path), path.read_text(), path.name == "__init__.py", known) for path in paths)
+    return {module.name: module for module in modules}
+
+
+MODULES = _modules()
+
+
+def _top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def _violations(modules: dict[str, Module], package: str, forbidden: set[str]) -> list[str]:
+    """Arrows from modules of `package` to a forbidden top-level package or library."""
+    return sorted(f"{m.name} -> {target}" for m in modules.values() if _top(m.name) == package
+                  for target in m.imports if _top(target) in forbidden)
+
+
+def _cycles(modules: dict[str, Module]) -> list[list[str]]:
+    """The import graph's strongly connected components of two or more modules, each sorted
+    (Tarjan's algorithm, iterative: the graph is deeper than Python's recursion is safe for)."""
+    graph = {name: sorted(t for t in m.imports if t in modules and t != name) for name, m in modules.items()}
+    index, low, on_stack, stack, components = {}, {}, set(), [], []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            node, child = work.pop()
+            if child == 0:
+                index[node] = low[node] = len(index)
+                stack.append(node)
+                on_stack.add(node)
+            for position in range(child, len(graph[node])):
+                target = graph[node][position]
+                if target not in index:
+                    work += [(node, position + 1), (target, 0)]
+                    break
+                if target in on_stack:
+                    low[node] = min(low[node], index[target])
+            else:
+                if low[node] == index[node]:
+                    component = []
+                    while not component or component[-1] != node:
+                        component.append(stack.pop())
+                        on_stack.discard(component[-1])
+                    if len(component) > 1:
+                        components.append(sorted(component))
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+    return sorted(components)
+
+
+def _without_service_to_api(modules: dict[str, Module]) -> dict[str, Module]:
+    def to_api(target: str) -> bool:
+        return target == "mipdstream.api" or target.startswith("mipdstream.api.")
+
+    return {name: m._replace(imports=frozenset(t for t in m.imports if not (name.startswith("mipdstream.service") and to_api(t))))
+            for name, m in modules.items()}
+
+
+def test_the_layering_checks_see_relative_and_deferred_imports_and_cycles():
+    source = ("import os\nfrom . import sibling\nfrom ..ingest import store\nfrom typing import TYPE_CHECKING\n"
+              "if TYPE_CHECKING:\n    import sqlite3\n"
+              "def f():\n    import paho.mqtt.client\n    return os.environ, os.getenv('X'), open('/sys/kernel/x')\n")
+    probe = _parse("assimilation.probe", source, False, {"assimilation.sibling", "ingest.store"})
+    assert probe.imports == {"os", "assimilation.sibling", "ingest.store", "typing", "paho.mqtt.client"}
+    assert [read.split(" ", 1)[1] for read in probe.environment_reads] == ["os.environ", "os.getenv", "'/sys/kernel/x'"]
+    assert _violations({"assimilation.probe": probe}, "assimilation", IO_LIBRARIES | {"ingest"}) == [
+        "assimilation.probe -> ingest.store", "assimilation.probe -> paho.mqtt.client"]
+    ring = {f"m.{i}": Module(f"m.{i}", frozenset({f"m.{(i + 1) % 3}", "numpy"}), ()) for i in range(3)}
+    tail = {"m.3": Module("m.3", frozenset({"m.0"}), ()), "m.4": Module("m.4", frozenset({"m.4"}), ())}
+    assert _cycles({**ring, **tail}) == [["m.0", "m.1", "m.2"]]
+    service = {"mipdstream.service.x": Module("mipdstream.service.x", frozenset({"mipdstream.api.app"}), ()),
+               "mipdstream.api.app": Module("mipdstream.api.app", frozenset({"mipdstream.service.x"}), ())}
+    assert len(_cycles(service)) == 1 and _cycles(_without_service_to_api(service)) == []
+
+
+def test_the_wire_contract_imports_no_other_part_of_the_project():
+    assert _violations(MODULES, "wire", set(PACKAGES) - {"wire"}) == []
+
+
+@pytest.mark.parametrize("package", PURE_NUMERICS)
+def test_the_pure_numerics_import_no_io_library_and_no_shell(package):
+    assert _violations(MODULES, package, IO_LIBRARIES | {"ingest", "mipdstream", "device_simulators"}) == []
+
+
+@pytest.mark.parametrize("package", PURE_NUMERICS)
+def test_the_pure_numerics_read_neither_the_environment_nor_kernel_files(package):
+    assert [read for m in MODULES.values() if _top(m.name) == package for read in m.environment_reads] == []
+
+
+def test_simulators_speak_only_the_public_wire_contract():
+    # they may draw virtual patients from the model library (pure numerics) but never reach
+    # into ingest, the policy or the service
+    forbidden = {"ingest", "mipdstream", "dosing_policy", "sqlite3", "influxdb_client", "fastapi"}
+    assert _violations(MODULES, "device_simulators", forbidden) == []
+
+
+@pytest.mark.xfail(strict=True, reason="service imports api: being untangled")
+def test_the_service_does_not_import_the_api():
+    assert MODULES == _without_service_to_api(MODULES)
+
+
+def test_no_import_cycles_between_modules():
+    # the service -> api arrows close the one known cycle and have their own test (above);
+    # leaving them out keeps this test strict for every other arrow
+    assert _cycles(_without_service_to_api(MODULES)) == []
 
 
 @pytest.mark.slow
@@ -82,8 +238,8 @@ def test_dependencies_point_one_way():
 def test_demo_runs_on_the_embedded_default(tmp_path):
     """`make demo`: simulated devices -> embedded broker -> ingest -> live posteriors -> alerts."""
     result = subprocess.run(
-        # 150 s: the cold start compiles every kernel of three models on 2 cores; the first alerts came
-        # at 55-75 s standalone and later inside a loaded suite run (none within 100 s there, 2026-11-30)
+        # 150 s: the cold start compiles every kernel of three models on 2 cores; the first alerts come
+        # at 55-75 s standalone and later inside a loaded suite run (none within 100 s there)
         [sys.executable, "-m", "mipdstream.cli", "demo", "--duration", "150", "--simulate-s", "50", "--port", "0",
          "--particles", "200", "--data-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=400,

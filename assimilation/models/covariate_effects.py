@@ -2,7 +2,9 @@
 
 They follow the :class:`assimilation.parameters.CovariateEffect` protocol (``parameter``,
 ``covariate``, ``log_effect(value)``), so a :class:`~assimilation.Population` accepts them
-like the built-in effects.
+like the built-in effects. A covariate model that one-covariate factors cannot state (a
+typical value additive in two covariates, an indicator, a piecewise form) is an expression:
+:class:`assimilation.parameters.Typical`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+
+from assimilation.parameters import linear
 
 __all__ = ["LinearEffect"]
 
@@ -29,4 +33,4 @@ class LinearEffect(NamedTuple):
     floor: float = 0.05
 
     def log_effect(self, value: float) -> float:
-        return float(np.log(max(1.0 + self.slope * (float(value) - self.reference), self.floor)))
+        return float(np.log(linear(value, self.reference, self.slope, self.floor)))

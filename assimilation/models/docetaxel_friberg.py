@@ -12,9 +12,9 @@ fixes every parameter at Kloft 2006's estimate), read from nlmixr2lib's transcri
 ``Netterberg_2017_docetaxel``, which traces each value to the control stream's $THETA/$OMEGA.
 
 Why Kloft 2006 and not Friberg 2002's docetaxel row (Emax 83.9, EC50 7.17 µmol/L, Circ0
-5.05, MTT 89.3 h, γ 0.163, as transcribed in D. C. Norris's DTAT package, used here until
-2026-11-30): with this PK, Friberg's row gave a typical nadir of 0.82 × 10^9/L and 31 %
-grade 4 at 100 mg/m², against ~75 % in the Taxotere label; Kloft's gives 0.13 and 84 %
+5.05, MTT 89.3 h, γ 0.163, as transcribed in D. C. Norris's DTAT package): with this PK,
+Friberg's row gives a typical nadir of 0.82 × 10^9/L and 31 % grade 4 at 100 mg/m², against
+~75 % in the Taxotere label; Kloft's gives 0.13 and 84 %
 (benchmarks/docetaxel_pk.py, docs/MODELS.md). A PK built from the label alone moved neither.
 
 PK: two-compartment docetaxel model of Onoue H et al. Significant effect of age on docetaxel
@@ -112,6 +112,8 @@ model = Model(
     compartments=("central", "peripheral", "proliferating", "transit1", "transit2", "transit3", "circulating"),
     analytes=(Analyte("anc", neutrophil_count, LogNormal(0.2), unit="10*9/L", code="751-8"),),
     dose_compartment=0,
+    parameter_units=(("CL", "L/h"), ("V1", "L"), ("Q", "L/h"), ("V2", "L"), ("Circ0", "10*9/L"), ("MTT", "h"), ("gamma", "1"),
+                     ("SL", "L/umol")),
 )
 
 # --------------------------------------------------------------- metadata (not in the Model API)

@@ -15,7 +15,7 @@ on V; the 0.1² variance used here is an assumption so that V is learnable.
 import jax.numpy as jnp
 import numpy as np
 
-from assimilation import Additive, Analyte, LinearCompartments, Model, Population, PowerEffect
+from assimilation import Additive, Analyte, Continuous, LinearCompartments, Model, Population, PowerEffect
 
 population = Population(
     names=("ka", "CL", "V"),
@@ -37,4 +37,6 @@ model = Model(
     compartments=("depot", "central"),
     analytes=(Analyte("concentration", lambda p, x: x[1] / p["V"], Additive(0.70), lloq=0.1),),
     dose_compartment=0,
+    covariates=(Continuous("WT", "kg", 2.0, 300.0, "body weight"),),
+    parameter_units=(("ka", "/h"), ("CL", "L/h"), ("V", "L")),
 )

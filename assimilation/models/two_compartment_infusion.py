@@ -15,7 +15,7 @@ for a better-conditioned example); Q and V2 are fixed (no variability) in this e
 import jax.numpy as jnp
 import numpy as np
 
-from assimilation import Analyte, Combined, LinearCompartments, Model, Population, PowerEffect
+from assimilation import Analyte, Combined, Continuous, LinearCompartments, Model, Population, PowerEffect
 
 population = Population(
     names=("CL", "V1", "Q", "V2"),
@@ -37,4 +37,6 @@ model = Model(
     compartments=("central", "peripheral"),
     analytes=(Analyte("concentration", lambda p, x: x[0] / p["V1"], Combined(3.4, 0.227), lloq=1.0),),
     dose_compartment=0,
+    covariates=(Continuous("CRCL", "mL/min", 1.0, 300.0, "creatinine clearance"), Continuous("WT", "kg", 30.0, 300.0, "body weight")),
+    parameter_units=(("CL", "L/h"), ("V1", "L"), ("Q", "L/h"), ("V2", "L")),
 )

@@ -109,7 +109,9 @@ SIDP). Am J Health Syst Pharm 2020;77(11):835-864.
 import jax.numpy as jnp
 import numpy as np
 
-from assimilation import Analyte, CategoricalEffect, Combined, LinearCompartments, Model, Population, PowerEffect, Sensor
+from assimilation import (
+    Analyte, Categorical, CategoricalEffect, Combined, Continuous, LinearCompartments, Model, Population, PowerEffect, Sensor,
+)
 from assimilation.models import exposure
 from assimilation.structure import Modes, modes
 
@@ -125,6 +127,8 @@ GOTI_RESIDUAL_ERROR = Combined(3.4, 0.227)
 POINT_OF_CARE_ERROR = Combined(0.5, 0.10)
 """Plasma level from a connected point-of-care meter, meter + structural misfit (ASSUMPTION, module doc)."""
 
+PARAMETER_UNITS = (("CL", "L/h"), ("V1", "L"), ("Q", "L/h"), ("V2", "L"), ("keo", "/h"), ("R_isf", "1"), ("bias", "1"), ("kdrift", "/h"))
+
 SENSOR_NAMES = ("keo", "R_isf", "bias", "kdrift")
 SENSOR_TYPICAL = (4.0, 1.0, 1.0, 0.03 / 24.0)
 SENSOR_OMEGA = (0.25, 0.0, 0.01, 0.25)
@@ -138,6 +142,14 @@ START = (0.0, 0.0, 0.0, 1.0)
 ISF_SENSOR = Sensor(states=("sensor_gain",), parameters=("bias", "kdrift"))
 """What a new ISF sensor restarts (``SensorChange``): its gain at 1, its own calibration bias
 and drift rate drawn from the prior. keo and R_isf belong to the patient's skin, not the sensor."""
+
+CRCL = Continuous("CRCL", "mL/min", 1.0, 300.0, "creatinine clearance, Cockcroft-Gault (Goti: truncated at 150 mL/min; "
+                  "serum creatinine floored at 1 mg/dL over 60 y)")
+WT = Continuous("WT", "kg", 30.0, 300.0, "total body weight")
+DIAL = Categorical("DIAL", (0, 1), "1 on intermittent haemodialysis, else 0")
+COVARIATE_TYPES = (CRCL, WT, DIAL)
+"""The bounds are plausibility limits for an adult record (ASSUMPTION: a value outside is taken
+for a data-entry error), not the range of Goti's data."""
 
 population = Population(
     names=("CL", "V1", "Q", "V2") + SENSOR_NAMES,
@@ -212,6 +224,8 @@ model = Model(
     ),
     dose_compartment=0,
     initial_amounts=START,
+    covariates=COVARIATE_TYPES,
+    parameter_units=PARAMETER_UNITS,
 )
 
 # --------------------------------------------------------------- metadata (not in the Model API)
@@ -219,11 +233,7 @@ model = Model(
 ANALYTE_CODES = {analyte.name: analyte.code for analyte in model.analytes}
 """Analyte name in this model -> wire code (wire/analytes.py); canonical unit mg/L for both."""
 
-COVARIATES = {
-    "CRCL": "creatinine clearance, Cockcroft-Gault, mL/min (Goti: truncated at 150; SCr floored at 1 mg/dL over 60 y)",
-    "WT": "total body weight, kg",
-    "DIAL": "1 on intermittent haemodialysis, else 0",
-}
+COVARIATES = {c.name: c.description for c in model.covariates}
 
 TARGETS = {"auc24": (400.0, 600.0)}
 """mg·h/L, Rybak et al. 2020 (ASHP/IDSA/PIDS/SIDP consensus), MIC 1 mg/L assumed."""

@@ -27,7 +27,7 @@ Structure (time h, amounts mg, volumes L, clearances L/h)::
 | residual | 1.6 mg/L additive + 15 % proportional | | | Thomson 2009 |
 
 Covariates: ``CRCL`` (Cockcroft-Gault, mL/min), ``WT`` (kg). No dialysis covariate (the
-study excluded dialysis patients); ``DIAL`` is accepted and ignored. The ISF biosensor is
+study excluded dialysis patients), so ``DIAL`` is not a covariate here. The ISF biosensor is
 the same assumed effect compartment as in :mod:`.vancomycin` (see there), so that both
 models produce every analyte the wire carries.
 """
@@ -66,10 +66,12 @@ model = Model(
     ),
     dose_compartment=0,
     initial_amounts=vancomycin.START,
+    covariates=(vancomycin.CRCL, vancomycin.WT),
+    parameter_units=vancomycin.PARAMETER_UNITS,
 )
 
 DRUG = vancomycin.DRUG
 ANALYTE_CODES = {analyte.name: analyte.code for analyte in model.analytes}
-COVARIATES = {"CRCL": vancomycin.COVARIATES["CRCL"], "WT": vancomycin.COVARIATES["WT"]}
+COVARIATES = {c.name: c.description for c in model.covariates}
 TARGETS = vancomycin.TARGETS
 METRICS = vancomycin.METRICS

@@ -79,7 +79,7 @@ P(INR > 4).
 import jax.numpy as jnp
 import numpy as np
 
-from assimilation import Analyte, CategoricalEffect, LogNormal, Model, OdeCompartments, Population
+from assimilation import Analyte, Categorical, CategoricalEffect, Continuous, LogNormal, Model, OdeCompartments, Population
 from assimilation.models import exposure
 from assimilation.models.covariate_effects import LinearEffect
 
@@ -93,6 +93,14 @@ IIV_CV = {"CL": 0.310, "V1": 0.262, "V2": 0.991, "EC50": 0.409, "MTT1": 0.141, "
 
 CYP2C9_CL_FACTORS = (("*1/*1", 1.0), ("*1/*2", 1 - 0.315), ("*1/*3", 1 - 0.453), ("*2/*2", 1 - 0.722), ("*2/*3", 1 - 0.690), ("*3/*3", 1 - 0.852))
 VKORC1_EC50_FACTORS = (("G/G", 1.0), ("G/A", 3.02 / 4.61), ("A/G", 3.02 / 4.61), ("A/A", 2.20 / 4.61))
+
+COVARIATE_TYPES = (
+    Categorical("CYP2C9", tuple(level for level, _ in CYP2C9_CL_FACTORS), "CYP2C9 genotype (the six Hamberg 2007 estimated)"),
+    Categorical("VKORC1", ("G/G", "G/A", "A/A"), "VKORC1 -1639 G>A genotype", aliases=(("A/G", "G/A"),)),
+    Continuous("AGE", "a", 18.0, 110.0, "age, years"),
+)
+"""Genotypes other than those Hamberg 2007 estimated (e.g. CYP2C9 *1/*5) are refused, not read
+as *1/*1. AGE bounds: adults (a plausibility limit, ASSUMPTION)."""
 
 NAMES = ("ka", "CL", "V1", "Q", "V2", "EC50", "gamma", "MTT1", "MTT2", "lambda", "INRmax", "base")
 population = Population(
@@ -165,6 +173,9 @@ model = Model(
     analytes=(Analyte("inr", inr, LogNormal(0.10), unit="{INR}", code="6301-6"),),
     bioavailability=bioavailability,
     dose_compartment=0,
+    covariates=COVARIATE_TYPES,
+    parameter_units=(("ka", "/h"), ("CL", "L/h"), ("V1", "L"), ("Q", "L/h"), ("V2", "L"), ("EC50", "mg/L"), ("gamma", "1"),
+                     ("MTT1", "h"), ("MTT2", "h"), ("lambda", "1"), ("INRmax", "1"), ("base", "1")),
 )
 
 # --------------------------------------------------------------- metadata (not in the Model API)
@@ -172,11 +183,7 @@ model = Model(
 ANALYTE_CODES = {analyte.name: analyte.code for analyte in model.analytes}
 """Analyte name -> wire code; a point-of-care meter may report LOINC 34714-6 (same unit {INR})."""
 
-COVARIATES = {
-    "CYP2C9": "genotype, e.g. '*1/*3'",
-    "VKORC1": "-1639 G>A genotype: 'G/G', 'G/A' or 'A/A'",
-    "AGE": "years",
-}
+COVARIATES = {c.name: c.description for c in model.covariates}
 
 TARGETS = {"inr": (2.0, 3.0)}
 INR_HIGH = 4.0

@@ -1,6 +1,9 @@
 """A patient's record as a FHIR R4 Bundle (type ``collection``): Patient, the Devices that
 measured, Observations (LOINC code when the analyte is a LOINC code, UCUM quantity, device
-reference), MedicationAdministrations, and accepted recommendations as MedicationRequests."""
+reference), the model's covariates as Observations (typed as the model declares them: a UCUM
+quantity for a continuous one, a coded level for a categorical one; one per value in force,
+from the patient's origin and from each later change), MedicationAdministrations, and accepted
+recommendations as MedicationRequests (a loading dose as its own dosage instruction)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
+from assimilation import Continuous, load_model
 from ingest.records import StoredDose, StoredReading
 from mipdstream.service.state_db import PatientRecord, RecommendationRecord
 
@@ -16,6 +20,10 @@ LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 LOCAL_ANALYTE = "urn:mipdstream:analyte"
 LOCAL_ID = "urn:mipdstream:id"
+LOCAL_COVARIATE = "urn:mipdstream:covariate"
+LOCAL_LEVEL = "urn:mipdstream:covariate-level"
+COVARIATE_LOINC = {"WT": ("29463-7", "Body weight"), "AGE": ("30525-0", "Age")}
+"""Covariates with a LOINC code of their own; the others are coded by their model name."""
 LOINC_CODE = re.compile(r"^\d{1,7}-\d$")
 ROUTES = {  # SNOMED CT route of administration
     "iv_bolus": ("47625008", "Intravenous route"), "iv_infusion": ("47625008", "Intravenous route"),
@@ -76,6 +84,34 @@ def observation(patient: PatientRecord, reading: StoredReading) -> dict[str, Any
     return resource
 
 
+def covariate_observation(patient: PatientRecord, declared, name: str, value, at_s: float) -> dict[str, Any]:
+    coding = [{"system": LOCAL_COVARIATE, "code": name}]
+    if name in COVARIATE_LOINC:
+        code, display = COVARIATE_LOINC[name]
+        coding.insert(0, {"system": LOINC, "code": code, "display": display})
+    resource: dict[str, Any] = {
+        "resourceType": "Observation", "id": fhir_id("covariate", patient.patient_id, name, repr(at_s)),
+        "status": "final", "code": {"coding": coding, "text": getattr(declared, "description", "") or name},
+        "subject": {"reference": _ref("Patient", fhir_id("patient", patient.patient_id))},
+        "effectiveDateTime": instant(at_s),
+    }
+    if isinstance(declared, Continuous) or (declared is None and isinstance(value, (int, float))):
+        unit = declared.unit if declared is not None else "1"
+        resource["valueQuantity"] = {"value": float(value), "unit": unit, "system": UCUM, "code": unit}
+    else:
+        resource["valueCodeableConcept"] = {"coding": [{"system": f"{LOCAL_LEVEL}:{name}", "code": str(value)}], "text": str(value)}
+    return resource
+
+
+def covariate_observations(patient: PatientRecord) -> list[dict[str, Any]]:
+    model = load_model(patient.model)
+    declared = {c.name: c for c in model.covariates}
+    out = [covariate_observation(patient, declared.get(k), k, v, patient.origin_s) for k, v in patient.covariates.items()]
+    for change in patient.covariate_changes:
+        out += [covariate_observation(patient, declared.get(k), k, v, change.at_s) for k, v in change.values.items()]
+    return out
+
+
 def medication_administration(patient: PatientRecord, dose: StoredDose) -> dict[str, Any]:
     code, display = ROUTES.get(dose.route, (None, dose.route))
     route: dict[str, Any] = {"text": display}
@@ -100,16 +136,31 @@ def medication_administration(patient: PatientRecord, dose: StoredDose) -> dict[
     return resource
 
 
+def _dose_quantity(mg: float) -> list[dict[str, Any]]:
+    return [{"doseQuantity": {"value": mg, "unit": "mg", "system": UCUM, "code": "mg"}}]
+
+
 def medication_request(patient: PatientRecord, rec: RecommendationRecord, drug: str) -> dict[str, Any]:
+    loading = rec.loading_amount_mg > 0
+    maintenance_start = rec.start_s + (3600 * rec.interval_h if loading else 0.0)
     dosage: dict[str, Any] = {
         "text": f"{rec.amount_mg:g} mg every {rec.interval_h:g} h" + (f" over {rec.duration_h:g} h" if rec.duration_h else ""),
-        "timing": {"repeat": {"boundsPeriod": {"start": instant(rec.start_s)}, "frequency": 1, "period": rec.interval_h,
+        "timing": {"repeat": {"boundsPeriod": {"start": instant(maintenance_start)}, "frequency": 1, "period": rec.interval_h,
                               "periodUnit": "h"}},
-        "doseAndRate": [{"doseQuantity": {"value": rec.amount_mg, "unit": "mg", "system": UCUM, "code": "mg"}}],
+        "doseAndRate": _dose_quantity(rec.amount_mg),
     }
     if rec.duration_h:
         dosage["timing"]["repeat"]["duration"] = rec.duration_h
         dosage["timing"]["repeat"]["durationUnit"] = "h"
+    dosages = [dosage]
+    if loading:
+        load_h = rec.loading_duration_h or rec.duration_h
+        first: dict[str, Any] = {"sequence": 1, "text": f"loading dose {rec.loading_amount_mg:g} mg" + (f" over {load_h:g} h" if load_h else ""),
+                                 "timing": {"event": [instant(rec.start_s)], "repeat": {"count": 1}},
+                                 "doseAndRate": _dose_quantity(rec.loading_amount_mg)}
+        if load_h:
+            first["timing"]["repeat"].update(duration=load_h, durationUnit="h")
+        dosages = [first, {"sequence": 2, **dosage}]
     return {
         "resourceType": "MedicationRequest", "id": fhir_id("recommendation", rec.recommendation_id),
         "identifier": [{"system": LOCAL_ID, "value": rec.recommendation_id},
@@ -121,7 +172,7 @@ def medication_request(patient: PatientRecord, rec: RecommendationRecord, drug: 
         "requester": {"display": rec.decided_by or "unknown"},
         "reasonCode": [{"text": rec.rationale or "model-informed precision dosing recommendation"}],
         "note": [{"text": f"Accepted: {rec.reason}"}] if rec.reason else [],
-        "dosageInstruction": [dosage],
+        "dosageInstruction": dosages,
     }
 
 
@@ -131,6 +182,7 @@ def bundle(patient: PatientRecord, readings: list[StoredReading], doses: list[St
     devices = sorted({r.device_id for r in readings} | {d.device_id for d in doses if not d.device_id.startswith("clinician:")})
     resources = [patient_resource(patient)] + [device_resource(d) for d in devices]
     resources += [observation(patient, r) for r in readings]
+    resources += covariate_observations(patient)
     resources += [medication_administration(patient, d) for d in doses]
     resources += [medication_request(patient, r, drug) for r in accepted]
     for resource in resources:

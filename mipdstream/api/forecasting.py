@@ -4,14 +4,19 @@ first event), parameter quantiles, predictive bands under a regimen, probability
 from __future__ import annotations
 
 import functools
+import json
 import threading
 
 import numpy as np
 
 from assimilation import Dose, load_model
 from assimilation.online import Posterior, init, particles, predict
+from dosing_policy.attainment import weighted_quantiles
+from mipdstream.service import regimens, targets
 from mipdstream.service.assimilator import patient_seed
+from mipdstream.service.events import dose_event
 from mipdstream.service.live import LiveService
+from mipdstream.service.policy import current_regimen
 from mipdstream.service.sampling import next_sample  # noqa: F401  (the API's next-sample route)
 from mipdstream.service.state_db import PatientRecord, RecommendationRecord, RegimenRecord, TargetRecord
 
@@ -24,8 +29,6 @@ _predict_lock = threading.Lock()  # one forecast at a time: jitted kernels, 2-co
 
 @functools.lru_cache(maxsize=256)
 def _prior(model: str, covariates_json: str, seed: int, n_particles: int, method: str) -> Posterior:
-    import json
-
     return init(model, json.loads(covariates_json), seed, n_particles, method)
 
 
@@ -34,39 +37,49 @@ def current_posterior(live: LiveService, patient: PatientRecord) -> tuple[Poster
     found = live.assimilator.posterior(patient.patient_id)
     if found is not None and np.isfinite(found[1]):
         return found
-    import json
-
-    filters = live.assimilator.filters
-    with _prior_lock:
-        prior = _prior(patient.model, json.dumps(patient.covariates, sort_keys=True),
-                       patient_seed(filters.seed, patient.patient_id), filters.n_particles, filters.method)
-    return prior, None
-
-
-def weighted_quantiles(values: np.ndarray, weights: np.ndarray, levels=LEVELS) -> list[float]:
-    order = np.argsort(values)
-    cumulative = np.cumsum(weights[order])
-    cumulative /= cumulative[-1]
-    return [float(values[order][min(np.searchsorted(cumulative, q), len(values) - 1)]) for q in levels]
+    return prior_of(live, patient), None
 
 
 def parameter_quantiles(posterior: Posterior) -> dict[str, list[float]]:
+    """Quantiles (at :data:`LEVELS`) of each population parameter, natural units."""
     sample = particles(posterior)
     weights = np.exp(sample.log_weights - np.max(sample.log_weights))
-    values = np.exp(sample.log_params)
-    return {name: weighted_quantiles(values[:, i], weights) for i, name in enumerate(posterior.model.population.names)}
+    values = np.exp(sample.log_params[:, : posterior.model.population.n_parameters]).T  # (p, N)
+    quantiles = np.asarray(weighted_quantiles(values, weights / weights.sum(), LEVELS), np.float64)
+    return {name: quantiles[i].tolist() for i, name in enumerate(posterior.model.population.names)}
 
 
-def regimen_doses(patient: PatientRecord, amount_mg: float, interval_h: float, duration_h: float, start_s: float,
-                  from_h: float, until_h: float) -> list[Dose]:
-    """The regimen's doses that start in [from_h, until_h) (model h)."""
-    first = patient.hours(start_s)
-    k = max(0, int(np.ceil((from_h - first) / interval_h - 1e-9)))
-    doses = []
-    while (t := first + k * interval_h) < until_h and len(doses) < MAX_DOSES:
-        doses.append(Dose(t, amount_mg, None, duration_h))
-        k += 1
-    return doses
+def prior_of(live: LiveService, patient: PatientRecord) -> Posterior:
+    """The patient's prior (their covariates at the origin), as the filter starts from it."""
+    filters = live.assimilator.filters
+    with _prior_lock:
+        return _prior(patient.model, json.dumps(patient.covariates, sort_keys=True),
+                      patient_seed(filters.seed, patient.patient_id), filters.n_particles, filters.method)
+
+
+def given_doses(live: LiveService, patient: PatientRecord) -> list[Dose]:
+    """The doses given so far (administered), model h, time order."""
+    events = (dose_event(patient, d) for d in live.ingest.store.doses(patient.patient_id))
+    return sorted((e.event for e in events if e is not None), key=lambda d: d.time)
+
+
+def current_regimen_record(live: LiveService, patient: PatientRecord, now_s: float | None = None) -> RegimenRecord | None:
+    """The current regimen (:func:`mipdstream.service.regimens.current`): the one the team set
+    after the last dose, else the one the doses given follow (as the dosing policy reads them)."""
+    import time
+
+    now_s = time.time() if now_s is None else now_s
+    doses = given_doses(live, patient)
+    policy = targets.drug_policy(patient.model)
+    inferred = None
+    if doses:
+        now_h = patient.hours(now_s)
+        if policy is not None:
+            inferred = current_regimen(doses, now_h, policy.grid.step, policy.bolus, policy.usual_interval,
+                                       len(policy.space.intervals) == 1)
+        else:
+            inferred = current_regimen(doses, now_h)
+    return regimens.current(patient, live.db.regimen(patient.patient_id), doses, now_s, inferred)
 
 
 GRID = 512  # every forecast is computed on this many times (then cut): one compiled shape
@@ -113,7 +126,7 @@ def band(posterior: Posterior, times_h: np.ndarray, doses: list[Dose], analyte: 
 
 
 def of_regimen(patient: PatientRecord, regimen: RegimenRecord | RecommendationRecord, from_h: float, until_h: float) -> list[Dose]:
-    return regimen_doses(patient, regimen.amount_mg, regimen.interval_h, regimen.duration_h, regimen.start_s, from_h, until_h)
+    return regimens.doses_between(patient, regimen, from_h, until_h, MAX_DOSES)
 
 
 def probability_out_of_target(posterior: Posterior, time_h: float, target: TargetRecord) -> float:

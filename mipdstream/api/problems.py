@@ -33,7 +33,8 @@ class Problem(BaseModel):
 
 
 TITLES = {400: "Bad request", 401: "Not authenticated", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-          409: "Conflict", 422: "Invalid request", 429: "Too many requests", 500: "Internal server error"}
+          409: "Conflict", 413: "Content too large", 422: "Invalid request", 429: "Too many requests",
+          500: "Internal server error"}
 
 
 class ProblemError(Exception):
@@ -85,11 +86,14 @@ COMMON_ERRORS = problem_responses(401, 403, 404, 422)
 
 
 def problem_media_types(schema: dict[str, Any]) -> dict[str, Any]:
-    """Error responses are documented as ``application/problem+json`` (what they are sent as)."""
+    """Error responses are documented as ``application/problem+json`` (what they are sent as),
+    also on routes whose success is another media type (an HTML report: FastAPI documents its
+    errors under the route's own media type)."""
     for path in schema.get("paths", {}).values():
         for operation in path.values():
             for status, response in operation.get("responses", {}).items():
                 content = response.get("content", {})
-                if status[:1] in "45" and "application/json" in content:
-                    content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+                if status[:1] in "45" and content and PROBLEM_MEDIA_TYPE not in content:
+                    documented = next(iter(content.values()))
+                    response["content"] = {PROBLEM_MEDIA_TYPE: documented}
     return schema

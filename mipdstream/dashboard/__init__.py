@@ -6,7 +6,9 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from fastapi import APIRouter
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
 HERE = Path(__file__).parent
@@ -28,14 +30,25 @@ def _page(name: str) -> FileResponse:
     return FileResponse(STATIC / PAGES[name], media_type="text/html", headers={"Cache-Control": "no-store"})
 
 
+def _signed_in_page(request: Request, name: str) -> Response:
+    """The page for a valid session; otherwise a redirect to the login page, answered here so
+    that a signed-out browser never sees (or logs) a 401 from the page's first API call."""
+    from mipdstream.api.auth import SESSION_COOKIE
+
+    secret = request.cookies.get(SESSION_COOKIE)
+    if not secret or request.app.state.live.db.user_for_secret(secret) is None:
+        return RedirectResponse(f"/dashboard/login?next={quote(request.url.path)}", status_code=303)
+    return _page(name)
+
+
 @router.get("")
 def dashboard_root() -> RedirectResponse:
     return RedirectResponse("/dashboard/")
 
 
 @router.get("/")
-def triage_page() -> FileResponse:
-    return _page("triage")
+def triage_page(request: Request) -> Response:
+    return _signed_in_page(request, "triage")
 
 
 @router.get("/login")
@@ -44,13 +57,13 @@ def login_page() -> FileResponse:
 
 
 @router.get("/audit")
-def audit_page() -> FileResponse:
-    return _page("audit")
+def audit_page(request: Request) -> Response:
+    return _signed_in_page(request, "audit")
 
 
 @router.get("/patients/{patient_id}")
-def patient_page(patient_id: str) -> FileResponse:
-    return _page("patient")
+def patient_page(request: Request, patient_id: str) -> Response:
+    return _signed_in_page(request, "patient")
 
 
 @router.get("/static/plotly.min.js")

@@ -541,8 +541,8 @@ class Assimilator:
 
     def _tick(self) -> None:
         # Objects that survived to this tick (patients' timelines, policy states, compiled
-        # functions) go to the permanent generation: the cyclic GC's full collections had to
-        # walk them all and stopped every thread for 0.5-1 s every ~30 s at 10,000 patients,
+        # functions) go to the permanent generation: otherwise the cyclic GC's full collections
+        # walk them all and stop every thread for 0.5-1 s every ~30 s at 10,000 patients,
         # collecting next to nothing (benchmarks/e2e.py). Reference counting still frees all
         # acyclic garbage; cycles older than a tick are not collected.
         gc.freeze()
@@ -590,8 +590,8 @@ class Assimilator:
     def _write_checkpoints(self) -> None:
         """The checkpoint thread: writes what :meth:`checkpoint` hands over, CHECKPOINT_CHUNK
         patients per transaction, paced so that one round is spread over most of the checkpoint
-        interval. Written at once, 10,000 posteriors (~0.5 GB to serialise and commit) stalled
-        assimilation and ingest commits for ~2 s every interval: the steady p99 went from
+        interval. Written at once, 10,000 posteriors (~0.5 GB to serialise and commit) stall
+        assimilation and ingest commits for ~2 s every interval: the steady p99 rises from
         0.19 s without checkpoints to 2.0 s (benchmarks/e2e.py). On stop, the rest is written
         without pauses."""
         pace_until = 0.0  # monotonic time by which the current round should be written

@@ -29,7 +29,9 @@ from mipdstream.config import Settings
 from mipdstream.runtime import IngestService, open_registry, open_store
 from mipdstream.service.assimilator import AlertSink, FilterSettings, SummarySink
 from mipdstream.service.live import LiveService, filter_settings, http_server
+from mipdstream.service.live_events import EventHub, follow
 from mipdstream.service.metrics import ServiceMetrics
+from mipdstream.service.recommendations import recommendation_sink
 from mipdstream.service.state_db import AlertRecord, ServiceDB
 from wire.topics import TEAM_ROOT
 
@@ -126,7 +128,11 @@ def follower_service(settings: Settings) -> Iterator[LiveService]:
 
     client, _ = connect(settings.broker_url, f"{settings.ingest_client_id}-api", protocol=settings.mqtt_protocol,
                         subscriptions=[(f"{COMMITTED_ROOT}/#", 1), (f"{TEAM_ROOT}/+/alert", 1)], on_message=on_message)
-    live = LiveService(settings, IngestService(feed, store, registry, settings.broker_url), db, posteriors, ServiceMetrics())
+    events = follow(EventHub(db), feed, posteriors)
+    # the workers stored each recommendation; this announces it (and stores it if it came first)
+    posteriors.add_sink(recommendation_sink(db, lambda rec: events.publish(
+        "recommendation", rec.patient_id, {"recommendation_id": rec.recommendation_id, "status": rec.status})))
+    live = LiveService(settings, IngestService(feed, store, registry, settings.broker_url), db, posteriors, ServiceMetrics(), events)
     try:
         with http_server(live, settings.http_host, settings.http_port) as url:
             live.http_url = url

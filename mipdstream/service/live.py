@@ -17,6 +17,9 @@ from mipdstream.config import Settings
 from mipdstream.runtime import IngestService, ingest_service, use_compilation_cache
 from mipdstream.service.alert_publisher import AlertPublisher
 from mipdstream.service.assimilator import Assimilator, Evaluator, FilterSettings, Timing
+from mipdstream.service import targets
+from mipdstream.service.live_events import EventHub, follow
+from mipdstream.service.policy import PolicyEvaluator
 from mipdstream.service.metrics import ServiceMetrics
 from mipdstream.service.recommendations import recommendation_sink
 from mipdstream.service.state_db import ServiceDB
@@ -26,12 +29,28 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LiveService:
+    """What the API reads and drives: settings, ingest (store, registry), the service DB, the
+    assimilator (posteriors) and the live event stream."""
+
     settings: Settings
     ingest: IngestService
     db: ServiceDB
     assimilator: Assimilator
     metrics: ServiceMetrics
+    events: EventHub
     http_url: str | None = None
+
+
+def keep_derived_state(db: ServiceDB, assimilator, evaluator, events: EventHub | None = None) -> None:
+    """What a worker derives and the API serves goes to the service DB: posterior summaries,
+    recommendations (announced on ``events``) and the policy's assessments."""
+    publish = (lambda rec: None) if events is None else (lambda rec: events.publish(
+        "recommendation", rec.patient_id, {"recommendation_id": rec.recommendation_id, "status": rec.status}))
+    assimilator.add_summary_sink(db.add_summaries)
+    assimilator.add_sink(recommendation_sink(db, publish))
+    if isinstance(evaluator, PolicyEvaluator):
+        evaluator.target_of = targets.resolver(db)  # each patient's own target, as the team set it
+        evaluator.add_assessment_record_sink(db.save_assessment)
 
 
 def filter_settings(settings: Settings) -> FilterSettings:
@@ -125,7 +144,9 @@ def live_service(settings: Settings, evaluator: Evaluator | None = None, serve_h
         requests = _sample_requests(settings, ingest.url, ingest.registry, db, evaluator, protocol,
                                     f"{settings.ingest_client_id}-schedule")
         _write_derived_to_influx(assimilator, ingest.store)
-        live = LiveService(settings, ingest, db, assimilator, metrics)
+        events = follow(EventHub(db), ingest.consumer, assimilator)
+        keep_derived_state(db, assimilator, evaluator, events)
+        live = LiveService(settings, ingest, db, assimilator, metrics, events)
         _ingest_metrics(metrics, ingest)
         try:
             assimilator.start()  # recovers every patient before the first new message
@@ -175,9 +196,7 @@ def assimilation_worker(settings: Settings, evaluator: Evaluator | None = None) 
     registry = open_registry(settings)
     try:
         _write_derived_to_influx(assimilator, store)
-        # what `mipd api` serves: summaries and recommendations in the shared service database
-        assimilator.add_summary_sink(db.add_summaries)
-        assimilator.add_sink(recommendation_sink(db, lambda record: None))
+        keep_derived_state(db, assimilator, evaluator)  # what `mipd api` serves from the shared database
         if settings.publish_alerts:
             publisher = AlertPublisher(settings.broker_url, db, client_id=f"{settings.ingest_client_id}-alerts-{index}",
                                        protocol=settings.mqtt_protocol)

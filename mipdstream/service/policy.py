@@ -22,7 +22,6 @@ by a re-assimilation after a late event are marked ``revised``.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import statistics
 import threading
@@ -35,19 +34,21 @@ import numpy as np
 
 from assimilation import Dose, load_model
 from assimilation.events import Reading
-from assimilation.model import BUILTIN_MODELS, Model
+from assimilation.model import Model
 from assimilation.online import Posterior, particles
 from dosing_policy import (
     AlertPolicy, AlertState, ClockEvent, Grid, Kind, PosteriorSample, ReadingCheck, ReadingEvent, Regimen, SourceEvent, advance,
     alert_step, from_particles, initial_alert_state, provenance, recommend,
 )
 from dosing_policy.drugs import POLICIES, DrugPolicy
+from dosing_policy.metrics import Target, describe_pta
 from dosing_policy.plausibility import check_patients
-from dosing_policy.recommend import assessment_event
+from dosing_policy.recommend import Recommendation, assessment_event
 from dosing_policy.sample import for_new_occasion, thinned
 from mipdstream.config import Settings
+from mipdstream.service import regimens, targets
 from mipdstream.service.assimilator import Evaluator
-from mipdstream.service.state_db import AlertRecord, PatientRecord
+from mipdstream.service.state_db import AlertRecord, AssessmentRecord, PatientRecord
 from mipdstream.service.timeline import Work
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,6 @@ log = logging.getLogger(__name__)
 # What each drug's dose search optimises (targets, regimens and their sources: dosing_policy/drugs.py).
 DRUG_POLICIES: dict[str, DrugPolicy] = POLICIES
 DEFAULT_INTERVAL_H = 12.0
-
-
-def model_drug(model_name: str) -> str | None:
-    """The ``DRUG`` a built-in model file declares (None for user models without one)."""
-    if model_name not in BUILTIN_MODELS:
-        return None
-    return getattr(importlib.import_module(f"assimilation.models.{model_name}"), "DRUG", None)
 
 
 def current_regimen(doses: list[Dose], now: float, step: float = Grid().step, bolus: bool = False,
@@ -117,7 +111,7 @@ class PatientPolicyState:
     reading_times: dict[str, list[float]] = field(default_factory=dict)  # per source, for its cadence
     watched: set[str] = field(default_factory=set)
     last_assessed: float = float("-inf")
-    suggestion: dict | None = None  # the last recommended regimen, structured, with its decision time
+    suggestion: Regimen | None = None  # the last recommended regimen, relative to its decision time (the alert's)
     lock: threading.Lock = field(default_factory=threading.Lock)  # the alert machine: two threads step it
 
 
@@ -125,9 +119,20 @@ MAX_DEFER_S = 2.0  # longest an assessment waits for assimilation to pause, s
 DEFER_POLL_S = 0.02
 
 
+TargetOf = Callable[[PatientRecord, DrugPolicy], tuple[Target, str]]
+"""(patient, drug policy) -> (the search target for this patient, "default" or "team")."""
+
+
+def default_target(patient: PatientRecord, drug_policy: DrugPolicy) -> tuple[Target, str]:
+    return drug_policy.target, "default"
+
+
 class PolicyEvaluator:
-    def __init__(self, settings: Settings, assess_every_h: float = 1.0, policy: AlertPolicy = AlertPolicy()):
+    def __init__(self, settings: Settings, assess_every_h: float = 1.0, policy: AlertPolicy = AlertPolicy(),
+                 target_of: TargetOf = default_target):
         self.settings, self.assess_every_h, self.policy = settings, assess_every_h, policy
+        self.target_of = target_of
+        self._record_sinks: list[Callable[[AssessmentRecord], object]] = []
         self._patients: dict[str, PatientPolicyState] = {}
         self._lock = threading.Lock()
         self._emit: Callable[[list[AlertRecord]], None] | None = None
@@ -139,6 +144,10 @@ class PolicyEvaluator:
         self._assessment_sinks: list[Callable[[PatientRecord, Posterior, list[Dose]], object]] = []
         self._assimilation_busy: Callable[[], bool] | None = None
         self._deferring_since: float | None = None
+
+    def add_assessment_record_sink(self, sink: Callable[[AssessmentRecord], object]) -> None:
+        """Called with each assessment's :class:`AssessmentRecord` (e.g. to store it for triage)."""
+        self._record_sinks.append(sink)
 
     def add_assessment_sink(self, sink: Callable[[PatientRecord, Posterior, list[Dose]], object]) -> None:
         """Called with (patient, posterior, doses) after each regimen assessment, on the thread
@@ -286,10 +295,10 @@ class PolicyEvaluator:
             for event, check in zip(readings, checks):
                 raised += self._check(model, state, event, check)
         now_h = float(posterior.state.time[0])
-        drug = model_drug(patient.model)
-        if drug in DRUG_POLICIES and (new_dose or now_h - state.last_assessed >= self.assess_every_h):
+        drug_policy = targets.drug_policy(patient.model)
+        if drug_policy is not None and (new_dose or now_h - state.last_assessed >= self.assess_every_h):
             state.last_assessed = now_h
-            request = (model, patient, state, posterior, doses, now_h, DRUG_POLICIES[drug], work)
+            request = (model, patient, state, posterior, doses, now_h, drug_policy, work)
             if self._emit is None:
                 raised += self._assess(*request)
             else:
@@ -340,7 +349,7 @@ class PolicyEvaluator:
             state.alerts, new = alert_step(state.alerts, event, self.policy)
         if new:
             # The record goes only on the alerts the reading raised or cleared, so it is hashed
-            # only for those (hashing every reading took up to 10 % of the thread in a flood).
+            # only for those (hashing every reading takes up to 10 % of the thread in a flood).
             record = provenance(model, [reading], self.settings.filter_method,
                                 {"n_particles": self.settings.filter_particles}, self.settings.filter_seed)
             new = [alert._replace(record=record) for alert in new]
@@ -350,13 +359,14 @@ class PolicyEvaluator:
         # Decide at the next scheduled dose: the particles are carried forward to it, and every
         # regimen (the current one included) starts there. Besides being the moment a change
         # can take effect, a fixed start keeps the search's compiled shapes fixed.
-        target, space, utility, grid, search_particles = drug_policy
+        target, target_source = self.target_of(patient, drug_policy)
+        space, utility, grid = drug_policy.space, drug_policy.utility, drug_policy.grid
         current = current_regimen(doses, now_h, grid.step, drug_policy.bolus, drug_policy.usual_interval,
                                   len(space.intervals) == 1)
         decision = now_h + (current.start if current is not None else 0.0)
         sample = from_particles(particles(posterior))
-        if search_particles is not None:
-            sample = thinned(sample, search_particles)
+        if drug_policy.search_particles is not None:
+            sample = thinned(sample, drug_policy.search_particles)
         record = provenance(model, [e.event for e in work.events], self.settings.filter_method,
                             {"n_particles": self.settings.filter_particles}, self.settings.filter_seed)
         try:
@@ -367,11 +377,16 @@ class PolicyEvaluator:
         except Exception:
             log.exception("regimen search failed for patient %s", patient.patient_id)
             return []
-        regimen = recommendation.regimen
-        state.suggestion = {"amount": regimen.amount, "interval": regimen.interval, "duration": regimen.duration,
-                            "loading_amount": regimen.loading_amount, "start": 0.0}  # h after the alert time (= decision)
+        state.suggestion = recommendation.regimen._replace(start=0.0)  # h after the alert time (= decision)
+        assessed = assessment_record(patient, recommendation, now_h, decision, target, drug_policy, target_source)
+        for sink in self._record_sinks:
+            try:
+                sink(assessed)
+            except Exception:
+                log.exception("assessment record sink %r failed for patient %s", sink, patient.patient_id)
+        event = assessment_event(recommendation, decision, target, lead_h=decision - now_h)
         with state.lock:
-            state.alerts, alerts = alert_step(state.alerts, assessment_event(recommendation, decision, target), self.policy)
+            state.alerts, alerts = alert_step(state.alerts, event, self.policy)
         for sink in self._assessment_sinks:
             try:
                 sink(patient, posterior, doses)
@@ -380,11 +395,11 @@ class PolicyEvaluator:
         return alerts
 
     @staticmethod
-    def _record(patient: PatientRecord, alert, now_s: float, revised: bool = False, suggestion: dict | None = None) -> AlertRecord:
+    def _record(patient: PatientRecord, alert, now_s: float, revised: bool = False, suggestion: Regimen | None = None) -> AlertRecord:
         identity = f"{patient.patient_id}|{alert.kind.value}|{alert.subject}|{alert.status}|{alert.time:.6f}"
         details = {"status": alert.status, "subject": alert.subject, **alert.numbers}
         if alert.kind == Kind.RECOMMENDATION and suggestion is not None:
-            details["regimen"] = suggestion  # structured, for accept/reject in the API
+            details["regimen"] = regimens.to_details(suggestion)  # typed again by regimens.from_details
         if alert.record is not None:
             details["provenance"] = alert.record._asdict()
         return AlertRecord(
@@ -393,6 +408,23 @@ class PolicyEvaluator:
             time_h=float(alert.time), message=alert.reason, details=details, revised=revised,
             status="open" if alert.status == "raised" else "cleared",
         )
+
+
+def assessment_record(patient: PatientRecord, rec: Recommendation, now_h: float, decision_h: float, target: Target,
+                      drug_policy: DrugPolicy, target_source: str) -> AssessmentRecord:
+    """The assessment as the service stores it (:class:`AssessmentRecord`); without a current
+    regimen (nothing given yet) the current numbers are empty."""
+    clinical = drug_policy.clinical
+    low, high = (target.low, target.high) if not hasattr(target.metric, "ceiling") else (target.metric.low, target.metric.high)
+    has = rec.current is not None
+    return AssessmentRecord(
+        patient.patient_id, time.time(), float(now_h), float(decision_h),
+        clinical.quantity if clinical else target.metric.name, float(low), float(high), clinical.unit if clinical else target.metric.unit,
+        target_source, describe_pta(target), tuple(float(w) for w in rec.evaluation.windows), float(target.metric.window),
+        regimens.to_details(rec.current) if has else None,
+        rec.current_pta if has else (), rec.current_risk if has else (), rec.current_median if has else (),
+        regimens.to_details(rec.regimen), rec.pta, rec.risk, rec.median, target.metric.unit,
+    )
 
 
 def default_evaluator(settings: Settings) -> Evaluator:

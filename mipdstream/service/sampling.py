@@ -9,7 +9,6 @@ patient at that time; its reading comes back like any other.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import threading
@@ -20,6 +19,7 @@ from typing import NamedTuple
 from assimilation import Dose, load_model
 from assimilation.online import Posterior, particles
 from ingest.registry import Registry
+from mipdstream.service import targets
 from mipdstream.service.state_db import PatientRecord, RegimenRecord, ServiceDB
 from wire.messages import SampleRequest
 from wire.topics import TopicKind, device_topic
@@ -36,19 +36,6 @@ class SampleAdvice(NamedTuple):
     metric: str  # exposure metric whose uncertainty the level reduces most, e.g. auc24
     reduction: float  # expected fraction of its variance removed
     regimen: str  # the regimen assumed until then
-
-
-def drug_policy(model_name: str):
-    """The :class:`dosing_policy.drugs.DrugPolicy` of the drug a library model declares (``DRUG``), or None."""
-    from mipdstream.service.policy import DRUG_POLICIES
-
-    if not model_name.isidentifier():
-        return None
-    try:
-        module = importlib.import_module(f"assimilation.models.{model_name}")
-    except ImportError:
-        return None
-    return DRUG_POLICIES.get(getattr(module, "DRUG", None))
 
 
 def next_sample(patient: PatientRecord, model_name: str, posterior: Posterior, regimen: RegimenRecord | None,
@@ -68,7 +55,7 @@ def advise(patient: PatientRecord, model_name: str, posterior: Posterior, regime
     from dosing_policy import Regimen, from_particles, suggest_sample_time
     from mipdstream.service.policy import current_regimen
 
-    policy = drug_policy(model_name)
+    policy = targets.drug_policy(model_name)
     if policy is None:
         return f"no dosing policy for model {model_name!r}"
     target, grid = policy.target, policy.grid

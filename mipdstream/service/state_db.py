@@ -14,11 +14,12 @@ import json
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from ingest.sqlite_store import connect
+from mipdstream.service import audit_log
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS patient (
@@ -40,7 +41,18 @@ CREATE TABLE IF NOT EXISTS covariate_change (
     patient_id TEXT NOT NULL, at_s REAL NOT NULL, change TEXT NOT NULL, created_at REAL NOT NULL,
     PRIMARY KEY (patient_id, at_s)
 );
+CREATE TABLE IF NOT EXISTS assessment (
+    patient_id TEXT PRIMARY KEY, assessed_at REAL NOT NULL, time_h REAL NOT NULL, body TEXT NOT NULL
+);
 """
+
+# Columns added to tables that older databases created without them (name, table, declaration).
+ADDED_COLUMNS = (
+    ("recommendation", "loading_amount_mg", "REAL NOT NULL DEFAULT 0"),
+    ("recommendation", "loading_duration_h", "REAL NOT NULL DEFAULT 0"),
+    ("regimen", "loading_amount_mg", "REAL NOT NULL DEFAULT 0"),
+    ("regimen", "loading_duration_h", "REAL NOT NULL DEFAULT 0"),
+)
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,57 @@ class PatientRecord:
 
 
 @dataclass(frozen=True)
+class AssessmentRecord:
+    """The dosing policy's latest assessment of a patient: the current and the best regimen,
+    each with its PTA, risk and metric median per target window.
+
+    ``decision_h`` (model h) is when a change would take effect (the next scheduled dose);
+    windows start ``windows_h`` after it and last ``window_h``. Regimens are
+    :class:`dosing_policy.Regimen` as dicts, times relative to ``decision_h``; ``current`` None:
+    no dose so far (its numbers empty: the drug's targets are not met without the drug)."""
+
+    patient_id: str
+    assessed_at: float  # epoch s
+    time_h: float  # the posterior's time
+    decision_h: float
+    quantity: str  # the clinical target's quantity, e.g. AUC24
+    low: float
+    high: float
+    unit: str
+    target_source: str  # "default" or "team"
+    pta_label: str
+    windows_h: tuple[float, ...]
+    window_h: float
+    current: dict[str, float] | None
+    current_pta: tuple[float, ...]
+    current_risk: tuple[float, ...]
+    current_median: tuple[float, ...]
+    recommended: dict[str, float]
+    recommended_pta: tuple[float, ...]
+    recommended_risk: tuple[float, ...]
+    recommended_median: tuple[float, ...]
+    metric_unit: str = ""
+
+    @property
+    def risk(self) -> float:
+        """P(out of target) in the first window under the current regimen (1 with no dose given)."""
+        if not self.current_pta:
+            return 1.0
+        # PTA is a weighted sum in float32; 1 - PTA can round a hair outside [0, 1].
+        return min(1.0, max(0.0, 1.0 - self.current_pta[0]))
+
+    def exit_h(self) -> float | None:
+        """Model h at which the current regimen's first window with P(out of target) >= 0.5
+        starts (None: none within the windows assessed)."""
+        if not self.current_pta:
+            return self.decision_h
+        for start, pta in zip(self.windows_h, self.current_pta):
+            if 1.0 - pta >= 0.5:
+                return self.decision_h + start
+        return None
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     patient_id: str
     time_h: float
@@ -111,8 +174,16 @@ class ServiceDB:
         self._write = connect(self._path)
         self._write.executescript(SCHEMA)
         self._write.executescript(API_SCHEMA)
+        self._add_missing_columns()
+        audit_log.prepare(self._write)  # the audit table is the chain's (mipdstream/service/audit_log.py)
         self._lock = threading.Lock()
         self._local = threading.local()
+
+    def _add_missing_columns(self) -> None:
+        for table, column, declaration in ADDED_COLUMNS:
+            present = {row[1] for row in self._write.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self._write.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def _read(self):
         if getattr(self._local, "connection", None) is None:
@@ -158,6 +229,26 @@ class ServiceDB:
         for pid, at_s, change in rows:
             out.setdefault(pid, []).append(CovariateChangeRecord(at_s, json.loads(change)))
         return {pid: tuple(changes) for pid, changes in out.items()}
+
+    # -- policy assessments -------------------------------------------------------------
+
+    def save_assessment(self, assessment: AssessmentRecord) -> None:
+        """Keep the patient's latest assessment (an older one does not replace a newer)."""
+        body = json.dumps(asdict(assessment), sort_keys=True, default=float)
+        with self._lock:
+            self._write.execute(
+                "INSERT INTO assessment VALUES (?, ?, ?, ?) ON CONFLICT (patient_id) DO UPDATE SET "
+                "assessed_at = excluded.assessed_at, time_h = excluded.time_h, body = excluded.body "
+                "WHERE excluded.time_h >= assessment.time_h",
+                (assessment.patient_id, assessment.assessed_at, assessment.time_h, body),
+            )
+
+    def assessment(self, patient_id: str) -> AssessmentRecord | None:
+        row = self._read().execute("SELECT body FROM assessment WHERE patient_id = ?", (patient_id,)).fetchone()
+        return None if row is None else _assessment(json.loads(row[0]))
+
+    def assessments(self) -> dict[str, AssessmentRecord]:
+        return {pid: _assessment(json.loads(body)) for pid, body in self._read().execute("SELECT patient_id, body FROM assessment")}
 
     # -- checkpoints ------------------------------------------------------------------
 
@@ -256,16 +347,34 @@ class ServiceDB:
         with self._lock:
             self._write.execute("UPDATE api_credential SET revoked = 1 WHERE token_hash = ?", (secret_hash(secret),))
 
-    # -- API: audit log (append-only: triggers refuse UPDATE and DELETE) ------------------
+    # -- API: audit log (a hash chain, mipdstream/service/audit_log.py; triggers refuse UPDATE and DELETE)
 
-    def audit(self, entry: AuditEntry) -> None:
+    def audit(self, entry: AuditEntry) -> AuditEntry:
+        """Append ``entry`` to the chain; a decision on a recommendation also records the model
+        hash, data hash and seed the recommendation was computed from. Returns it as stored."""
+        inputs = audit_log.DecisionInputs(entry.model_hash, entry.data_hash, entry.seed)
+        if entry.recommendation_hash and inputs == audit_log.DecisionInputs():
+            inputs = self._decision_inputs(entry)
+        new = audit_log.NewRecord(entry.at, entry.actor, entry.role, entry.team, entry.action, entry.patient_id, entry.resource,
+                                  entry.recommendation_hash, json.dumps(entry.detail, sort_keys=True, default=str), inputs)
         with self._lock:
-            self._write.execute(
-                "INSERT INTO audit (at, actor, role, team, action, patient_id, resource, recommendation_hash, detail) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (entry.at, entry.actor, entry.role, entry.team, entry.action, entry.patient_id, entry.resource,
-                 entry.recommendation_hash, json.dumps(entry.detail, sort_keys=True, default=str)),
-            )
+            seq, digest = audit_log.append(self._write, new)
+        return replace(entry, seq=seq, model_hash=inputs.model_hash, data_hash=inputs.data_hash, seed=inputs.seed, hash=digest)
+
+    def _decision_inputs(self, entry: AuditEntry) -> audit_log.DecisionInputs:
+        rec_id = entry.detail.get("recommendation_id")
+        rec = self.recommendation(rec_id) if isinstance(rec_id, str) else None
+        if rec is None or rec.hash != entry.recommendation_hash:
+            row = self._read().execute("SELECT recommendation_id FROM recommendation WHERE hash = ? LIMIT 1",
+                                       (entry.recommendation_hash,)).fetchone()
+            rec = None if row is None else self.recommendation(row[0])
+        return audit_log.DecisionInputs() if rec is None else audit_log.decision_inputs(rec.details)
+
+    def audit_head(self) -> audit_log.ChainHead:
+        return audit_log.head(self._read())
+
+    def verify_audit(self, anchor: tuple[int, str] | None = None) -> audit_log.Verification:
+        return audit_log.verify(self._read(), anchor)
 
     def audit_log(self, team: str | None = None, patient_id: str | None = None, limit: int = 200) -> list[AuditEntry]:
         clauses, args = [], []
@@ -275,10 +384,10 @@ class ServiceDB:
                 args.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._read().execute(
-            "SELECT seq, at, actor, role, team, action, patient_id, resource, recommendation_hash, detail "
-            f"FROM audit {where} ORDER BY seq DESC LIMIT ?", (*args, limit),
+            "SELECT seq, at, actor, role, team, action, patient_id, resource, recommendation_hash, detail, "
+            f"model_hash, data_hash, seed, prev_hash, hash FROM audit {where} ORDER BY seq DESC LIMIT ?", (*args, limit),
         )
-        return [AuditEntry(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9]), r[0]) for r in rows]
+        return [AuditEntry(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9]), r[0], *r[10:]) for r in rows]
 
     # -- API: targets, regimens and recommendations ---------------------------------------
 
@@ -295,17 +404,17 @@ class ServiceDB:
         """Append to the patient's regimen history; the latest is current."""
         with self._lock:
             self._write.execute(
-                "INSERT INTO regimen (patient_id, set_at, amount_mg, interval_h, duration_h, start_s, set_by, recommendation_id) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO regimen (patient_id, set_at, amount_mg, interval_h, duration_h, start_s, set_by, recommendation_id, "
+                "loading_amount_mg, loading_duration_h) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (regimen.patient_id, regimen.set_at, regimen.amount_mg, regimen.interval_h, regimen.duration_h,
-                 regimen.start_s, regimen.set_by, regimen.recommendation_id),
+                 regimen.start_s, regimen.set_by, regimen.recommendation_id, regimen.loading_amount_mg, regimen.loading_duration_h),
             )
 
     def regimens(self, patient_id: str) -> list[RegimenRecord]:
         """The patient's regimen history, newest first."""
         rows = self._read().execute(
-            "SELECT patient_id, amount_mg, interval_h, duration_h, start_s, set_by, set_at, recommendation_id "
-            "FROM regimen WHERE patient_id = ? ORDER BY seq DESC", (patient_id,),
+            "SELECT patient_id, amount_mg, interval_h, duration_h, start_s, set_by, set_at, recommendation_id, "
+            "loading_amount_mg, loading_duration_h FROM regimen WHERE patient_id = ? ORDER BY seq DESC", (patient_id,),
         )
         return [RegimenRecord(*row) for row in rows]
 
@@ -318,10 +427,10 @@ class ServiceDB:
         rec = rec if rec.hash else replace(rec, hash=recommendation_hash(rec))
         with self._lock:
             self._write.execute(
-                "INSERT OR REPLACE INTO recommendation VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO recommendation ({RECOMMENDATION_COLUMNS}) VALUES ({', '.join('?' * 16)})",
                 (rec.recommendation_id, rec.patient_id, rec.created_at, rec.amount_mg, rec.interval_h, rec.duration_h,
                  rec.start_s, rec.rationale, rec.hash, json.dumps(rec.details, sort_keys=True, default=float),
-                 rec.status, rec.decided_by, rec.decided_at, rec.reason),
+                 rec.status, rec.decided_by, rec.decided_at, rec.reason, rec.loading_amount_mg, rec.loading_duration_h),
             )
         return rec
 
@@ -333,12 +442,14 @@ class ServiceDB:
                 args.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._read().execute(
-            f"SELECT * FROM recommendation {where} ORDER BY created_at DESC, recommendation_id LIMIT ?", (*args, limit)
+            f"SELECT {RECOMMENDATION_COLUMNS} FROM recommendation {where} ORDER BY created_at DESC, recommendation_id LIMIT ?",
+            (*args, limit)
         )
         return [_recommendation(row) for row in rows]
 
     def recommendation(self, recommendation_id: str) -> RecommendationRecord | None:
-        row = self._read().execute("SELECT * FROM recommendation WHERE recommendation_id = ?", (recommendation_id,)).fetchone()
+        row = self._read().execute(f"SELECT {RECOMMENDATION_COLUMNS} FROM recommendation WHERE recommendation_id = ?",
+                                   (recommendation_id,)).fetchone()
         return None if row is None else _recommendation(row)
 
     def decide_recommendation(self, recommendation_id: str, status: str, user: str, reason: str, at: float) -> bool:
@@ -395,12 +506,6 @@ CREATE TABLE IF NOT EXISTS api_credential (
     token_hash TEXT PRIMARY KEY, username TEXT NOT NULL, kind TEXT NOT NULL, label TEXT NOT NULL,
     created_at REAL NOT NULL, expires_at REAL, revoked INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, actor TEXT NOT NULL, role TEXT NOT NULL, team TEXT,
-    action TEXT NOT NULL, patient_id TEXT, resource TEXT NOT NULL, recommendation_hash TEXT, detail TEXT NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TABLE IF NOT EXISTS patient_target (patient_id TEXT PRIMARY KEY, low REAL NOT NULL, high REAL NOT NULL, unit TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS regimen (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, patient_id TEXT NOT NULL, set_at REAL NOT NULL, amount_mg REAL NOT NULL,
@@ -441,6 +546,13 @@ class AuditEntry:
     recommendation_hash: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     seq: int | None = None
+    # what a decided recommendation was computed from (dosing_policy.provenance); filled in by ServiceDB.audit
+    model_hash: str | None = None
+    data_hash: str | None = None
+    seed: int | None = None
+    # the chain (mipdstream/service/audit_log.py)
+    prev_hash: str | None = None
+    hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -455,7 +567,9 @@ class TargetRecord:
 
 @dataclass(frozen=True)
 class RegimenRecord:
-    """Intermittent infusions: ``amount_mg`` every ``interval_h`` over ``duration_h``, the first at ``start_s`` (epoch s)."""
+    """Intermittent infusions: ``amount_mg`` every ``interval_h`` over ``duration_h``, the first
+    at ``start_s`` (epoch s); with ``loading_amount_mg`` > 0 that first dose is a loading dose of
+    that amount over ``loading_duration_h`` (0: the maintenance duration)."""
 
     patient_id: str
     amount_mg: float
@@ -465,6 +579,8 @@ class RegimenRecord:
     set_by: str
     set_at: float
     recommendation_id: str | None = None
+    loading_amount_mg: float = 0.0
+    loading_duration_h: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -483,10 +599,22 @@ class RecommendationRecord:
     decided_by: str | None = None
     decided_at: float | None = None
     reason: str | None = None
+    loading_amount_mg: float = 0.0
+    loading_duration_h: float = 0.0
+
+
+RECOMMENDATION_COLUMNS = ("recommendation_id, patient_id, created_at, amount_mg, interval_h, duration_h, start_s, rationale, "
+                          "hash, details, status, decided_by, decided_at, reason, loading_amount_mg, loading_duration_h")
 
 
 def _recommendation(row) -> RecommendationRecord:
     return RecommendationRecord(*row[:9], json.loads(row[9]), *row[10:])
+
+
+def _assessment(body: dict) -> AssessmentRecord:
+    names = {f.name for f in fields(AssessmentRecord)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in body.items() if k in names}
+    return AssessmentRecord(**values)
 
 
 def recommendation_hash(rec: RecommendationRecord) -> str:
@@ -494,6 +622,8 @@ def recommendation_hash(rec: RecommendationRecord) -> str:
     content = {"patient_id": rec.patient_id, "created_at": rec.created_at, "amount_mg": rec.amount_mg,
                "interval_h": rec.interval_h, "duration_h": rec.duration_h, "start_s": rec.start_s,
                "rationale": rec.rationale, "details": rec.details}
+    if rec.loading_amount_mg > 0:  # absent otherwise, so the hashes of recommendations without one stay as they were
+        content.update(loading_amount_mg=rec.loading_amount_mg, loading_duration_h=rec.loading_duration_h)
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=float).encode()).hexdigest()
 
 

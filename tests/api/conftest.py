@@ -73,6 +73,17 @@ class Api:
         publisher.publish(device_topic(device_id, TopicKind.DOSE), body["id"], json.dumps(body))
         publisher.close()
 
+    def assimilated_patient(self, levels: tuple[float, float] = (21.0, 15.5)) -> str:
+        """A serum patient with a 1 g dose at time zero and two levels (mg/L, at 2 h and 4 h),
+        assimilated up to 4 h, and an open recommendation."""
+        patient_id, origin = self.serum_patient()
+        device_id = self.device_for(patient_id, origin)
+        self.publish_dose(device_id, origin)
+        self.publish_readings(device_id, [(origin + 7200, levels[0]), (origin + 4 * 3600, levels[1])])
+        assert self.assimilated(patient_id, 4.0)
+        self.recommendation(patient_id)
+        return patient_id
+
     def assimilated(self, patient_id: str, time_h: float, timeout: float = 90) -> bool:
         def done():
             found = self.live.assimilator.posterior(patient_id)

@@ -77,7 +77,8 @@ def test_forecast_bands_under_current_and_recommended_regimen(api, monitored):
         api.recommendation(patient_id, amount_mg=2000, interval_h=12)
         forecast = clinician.get(f"/api/v1/patients/{patient_id}/forecast", params={"horizon_h": 36, "points": 37}).json()
     assert forecast["analyte"] == "serum" and forecast["unit"] == "mg/L" and len(forecast["times_h"]) == 37
-    assert forecast["target"] == {"low": 10.0, "high": 20.0, "unit": "mg/L"}
+    assert forecast["level_band"] == {"low": 10.0, "high": 20.0, "unit": "mg/L"}  # a team range of the level (a user model)
+    assert forecast["target"]["quantity"] == "level" and forecast["target"]["source"] == "team"
     current, recommended = forecast["forecasts"]
     assert current["label"] == "current" and current["regimen"]["amount_mg"] == 500
     assert recommended["label"] == "recommended" and recommended["regimen"]["amount_mg"] == 2000
@@ -170,13 +171,14 @@ def test_next_sample_suggestion_for_a_drug_with_a_dosing_policy(api):
     with api.as_("clin-a") as clinician:
         clinician.post("/api/v1/patients", json={"patient_id": patient_id, "model": "vancomycin",
                                                  "covariates": {"CRCL": 90, "WT": 80, "DIAL": 0}}).raise_for_status()
-        assert clinician.get(f"/api/v1/patients/{patient_id}/next-sample").status_code == 422  # no regimen, no doses
+        none_yet = clinician.get(f"/api/v1/patients/{patient_id}/next-sample").json()  # no regimen, no doses
+        assert none_yet["available"] is False and "no regimen" in none_yet["reason"]
         clinician.put(f"/api/v1/patients/{patient_id}/regimen",
                       json={"amount_mg": 1000, "interval_h": 12, "duration_h": 1}).raise_for_status()
         suggestion = clinician.get(f"/api/v1/patients/{patient_id}/next-sample")
     assert suggestion.status_code == 200, suggestion.text
     body = suggestion.json()
-    assert body["metric"] == "auc24" and 0.5 <= body["time_h"] <= 24.0 and 0 < body["variance_reduction"] <= 1
+    assert body["available"] and body["metric"] == "auc24" and 0.5 <= body["time_h"] <= 24.0 and 0 < body["variance_reduction"] <= 1
     assert body["regimen"].startswith("1000 mg q12h")
 
 
@@ -184,4 +186,4 @@ def test_no_next_sample_without_a_dosing_policy(api, monitored):
     patient_id, _, _ = monitored  # the serum test model declares no drug
     with api.as_("clin-a") as clinician:
         response = clinician.get(f"/api/v1/patients/{patient_id}/next-sample")
-    assert response.status_code == 422 and "no dosing policy" in response.json()["detail"]
+    assert response.status_code == 200 and not response.json()["available"] and "no dosing policy" in response.json()["reason"]

@@ -32,6 +32,7 @@ def browser(tmp_path):
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,1300",
                  f"--user-data-dir={tmp_path / 'profile'}"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console errors, failed requests
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
     yield driver
@@ -77,9 +78,9 @@ def test_dashboard_end_to_end_in_chromium(api, browser, tmp_path):
 
     wait_for(browser, lambda d: d.current_url.endswith(f"/dashboard/patients/{patient_id}"), what="the patient page")
     wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#readings tr.reading")) == 2, what="two readings")
-    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#chart .main-svg"), what="the plotly chart")
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#panel-0 .main-svg"), what="the plotly chart")
     wait_for(browser, lambda d: d.execute_script(
-        "return document.getElementById('chart').data.some(t => (t.name || '').startsWith('recommended'))"), what="forecasts")
+        "return document.getElementById('panel-0').data.some(t => (t.name || '').startsWith('recommended'))"), what="forecasts")
     assert browser.execute_script("return typeof Plotly") == "object"  # served by the app, not a CDN
     browser.execute_script("window.__not_reloaded = true")
     wait_for(browser, lambda d: d.find_element(By.ID, "live").get_attribute("class") == "live-dot on", what="event stream")
@@ -89,10 +90,11 @@ def test_dashboard_end_to_end_in_chromium(api, browser, tmp_path):
     assert "12.75" in text_of(browser, "#readings tr.reading")  # newest first
     assert browser.execute_script("return window.__not_reloaded") is True
 
-    rec_row = f'#recommendations tr[data-recommendation="{rec.recommendation_id}"]'
-    wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, f"{rec_row} input.reason").send_keys("trough below target") or True,
+    proposal = f'#recommendation .proposal[data-recommendation="{rec.recommendation_id}"]'
+    wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, f"{proposal} input.reason").send_keys("trough below target") or True,
              what="type the reason")
-    wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, f"{rec_row} button.accept").click() or True, what="click accept")
+    wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, f"{proposal} button.accept").click() or True, what="click accept")
+    rec_row = f'#recommendations tr[data-recommendation="{rec.recommendation_id}"]'
     wait_for(browser, lambda d: text_of(d, f"{rec_row} .rec-status") == "accepted", what="accepted")
     wait_for(browser, lambda d: "1250 mg q12h" in text_of(d, "#regimen"), what="the new regimen")
     assert api.live.db.regimen(patient_id).recommendation_id == rec.recommendation_id

@@ -8,7 +8,6 @@ import time
 
 import httpx
 
-from mipdstream.api.hub import hub_for
 
 
 class Stream:
@@ -93,12 +92,12 @@ def test_readings_arrive_live_and_a_reconnect_resumes_after_the_last_event_id(ap
 
 
 def test_an_unknown_or_impossible_last_event_id_gets_a_reset_event(api):
-    for last_event_id in ("0000-5", f"{hub_for(api.live).boot}-99999999"):  # another boot; not issued yet
+    for last_event_id in ("0000-5", f"{api.live.events.boot}-99999999"):  # another boot; not issued yet
         stream = Stream(api, "clin-a", last_event_id=last_event_id)
         assert stream.wait(lambda s: any(e.get("event") == "reset" for e in s.events)), last_event_id
         reset = next(e for e in stream.events if e.get("event") == "reset")
         boot, _, seq = reset["id"].partition("-")
-        assert boot == hub_for(api.live).boot and int(seq) <= hub_for(api.live).latest()  # resume from here
+        assert boot == api.live.events.boot and int(seq) <= api.live.events.latest()  # resume from here
         stream.close()
 
 

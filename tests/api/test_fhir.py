@@ -62,7 +62,7 @@ def test_export_validates_against_fhir_r4(exported, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]  # a ValidationError names the invalid element
     checked = json.loads(result.stdout)
     assert checked["version"] == "4.0.1"
-    assert checked["types"].count("Observation") == 2 and checked["types"].count("MedicationAdministration") == 2
+    assert checked["types"].count("Observation") == 2 + 2 and checked["types"].count("MedicationAdministration") == 2  # readings + covariates
     assert checked["types"].count("MedicationRequest") == 1
 
 
@@ -85,8 +85,12 @@ def test_export_validates_and_carries_codes_units_devices_and_accepted_orders(ex
     by_type = {}
     for resource in resources:
         by_type.setdefault(resource.__resource_type__, []).append(resource)
-    observations = by_type["Observation"]
+    observations = [o for o in by_type["Observation"] if o.device is not None]
+    covariates = {o.code.coding[-1].code: o for o in by_type["Observation"] if o.device is None}
     assert sorted(o.valueQuantity.value for o in observations) == [14.25, 19.5]
+    weight, crcl = covariates["WT"], covariates["CRCL"]  # the fixture's patient: WT 70 kg, CRCL 100 mL/min
+    assert weight.code.coding[0].code == "29463-7" and (weight.valueQuantity.value, weight.valueQuantity.code) == (70.0, "kg")
+    assert (crcl.valueQuantity.value, crcl.valueQuantity.code) == (100.0, "mL/min") and set(covariates) == {"WT", "CRCL"}
     for o in observations:
         assert o.code.coding[0].system == "http://loinc.org" and o.code.coding[0].code == "20578-1"
         assert o.valueQuantity.system == "http://unitsofmeasure.org" and o.valueQuantity.code == "mg/L"
@@ -103,3 +107,31 @@ def test_export_validates_and_carries_codes_units_devices_and_accepted_orders(ex
     assert any(i.value == rec.hash for i in order.identifier)
     assert open_rec.recommendation_id not in exported.text
     assert abs(bundle.timestamp.timestamp() - time.time()) < 60
+
+
+def test_categorical_covariates_and_a_loading_dose_are_exported_as_declared():
+    """A warfarin patient's genotypes as coded levels, age as a quantity; a vancomycin order
+    with a loading dose as two dosage instructions (pure: no service needed)."""
+    from mipdstream.api.fhir_export import bundle
+    from mipdstream.service.state_db import CovariateChangeRecord, PatientRecord, RecommendationRecord
+
+    origin = 1.8e9
+    warfarin = PatientRecord("w1", "warfarin_hamberg", {"CYP2C9": "*1/*3", "VKORC1": "G/A", "AGE": 67.0}, origin, "t",
+                             (CovariateChangeRecord(origin + 86400, {"AGE": 68.0}),))
+    exported = Bundle.model_validate(bundle(warfarin, [], [], [], origin + 2 * 86400))
+    observations = [e.resource for e in exported.entry if e.resource.__resource_type__ == "Observation"]
+    values = {(o.code.coding[-1].code, o.effectiveDateTime.timestamp()): o for o in observations}
+    assert values[("CYP2C9", origin)].valueCodeableConcept.coding[0].code == "*1/*3"
+    assert values[("VKORC1", origin)].valueCodeableConcept.text == "G/A"
+    assert values[("AGE", origin)].valueQuantity.value == 67.0 and values[("AGE", origin + 86400)].valueQuantity.value == 68.0
+    assert values[("AGE", origin)].valueQuantity.code == "a" and len(observations) == 4
+
+    vanco = PatientRecord("v1", "vancomycin", {"CRCL": 80.0, "WT": 90.0, "DIAL": 0}, origin)
+    order = RecommendationRecord("r1", "v1", origin, 1250.0, 12.0, 2.5, origin + 3600, "load, then maintain", "h" * 64,
+                                 status="accepted", decided_by="clin", decided_at=origin, loading_amount_mg=2500.0, loading_duration_h=4.5)
+    exported = Bundle.model_validate(bundle(vanco, [], [], [order], origin))
+    [request] = [e.resource for e in exported.entry if e.resource.__resource_type__ == "MedicationRequest"]
+    first, then = request.dosageInstruction
+    assert first.sequence == 1 and float(first.doseAndRate[0].doseQuantity.value) == 2500.0 and first.timing.repeat.count == 1
+    assert then.sequence == 2 and float(then.doseAndRate[0].doseQuantity.value) == 1250.0
+    assert then.timing.repeat.boundsPeriod.start.timestamp() == origin + 3600 + 12 * 3600

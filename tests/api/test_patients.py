@@ -15,7 +15,8 @@ def test_create_read_list_and_update_a_patient(api):
         created = clinician.post("/api/v1/patients", json=body)
         assert created.status_code == 201
         assert created.json()["team"] == "team-a" and created.json()["analytes"] == ["concentration"]
-        assert clinician.get(f"/api/v1/patients/{patient_id}").json()["target"] == {"low": 10, "high": 20, "unit": "mg/L"}
+        target = clinician.get(f"/api/v1/patients/{patient_id}").json()["target"]
+        assert target == {"quantity": "level", "low": 10, "high": 20, "unit": "mg/L", "source": "team", "citation": "set by the care team"}
         assert patient_id in [p["patient_id"] for p in clinician.get("/api/v1/patients").json()]
         updated = clinician.put(f"/api/v1/patients/{patient_id}/covariates", json={"covariates": {"CRCL": 60, "WT": 80}})
         assert updated.json()["covariates"] == {"CRCL": 60, "WT": 80}
@@ -102,3 +103,52 @@ def test_vendor_sees_rejected_messages_of_its_device(api):
         assert wait_until(lambda: vendor.get(f"/api/v1/devices/{device_id}/conformance").json()["rejected"] == 1, timeout=20)
         report = vendor.get(f"/api/v1/devices/{device_id}/conformance").json()
         assert len(report["reasons"]) == 1 and report["recent"][0]["topic"].endswith("reading")
+
+
+def test_covariates_are_typed_by_the_model_and_a_bad_value_names_the_covariate_and_what_it_allows(api):
+    with api.as_("clin-a") as clinician:
+        models = {m["name"]: m for m in clinician.get("/api/v1/models").json()}
+        warfarin = {c["name"]: c for c in models["warfarin_hamberg"]["covariates"]}
+        assert warfarin["CYP2C9"]["type"] == "categorical" and "*3/*3" in warfarin["CYP2C9"]["levels"]
+        assert warfarin["AGE"]["type"] == "continuous" and warfarin["AGE"]["unit"] == "a"
+        assert {c["name"] for c in models["vancomycin"]["covariates"]} == {"CRCL", "WT", "DIAL"}
+
+        def create(model, covariates):
+            return clinician.post("/api/v1/patients", json={"patient_id": new_id(), "model": model, "covariates": covariates})
+
+        good = create("warfarin_hamberg", {"CYP2C9": "*1/*3", "VKORC1": "A/G", "AGE": 70})
+        assert good.status_code == 201 and good.json()["covariates"] == {"CYP2C9": "*1/*3", "VKORC1": "G/A", "AGE": 70.0}
+        for covariates, named, allowed in (
+            ({"CYP2C9": "*1/*5", "VKORC1": "G/G", "AGE": 70}, "CYP2C9", "'*3/*3'"),  # a genotype Hamberg did not estimate
+            ({"CYP2C9": "*1/*1", "VKORC1": "G/G", "AGE": 170}, "AGE", "18 to 110"),
+            ({"CYP2C9": "*1/*1", "VKORC1": "G/G"}, "AGE", "18 to 110"),  # missing
+            ({"CYP2C9": "*1/*1", "VKORC1": "G/G", "AGE": 60, "WT": 80}, "WT", "CYP2C9, VKORC1, AGE"),  # not this model's
+            ({"CYP2C9": 3, "VKORC1": "G/G", "AGE": 60}, "CYP2C9", "'*1/*1'"),
+        ):
+            refused = create("warfarin_hamberg", covariates)
+            assert refused.status_code == 422, covariates
+            assert named in refused.json()["detail"] and allowed in refused.json()["detail"], refused.json()
+        assert create("vancomycin", {"CRCL": 80, "WT": 70, "DIAL": 2}).status_code == 422
+        vanco = create("vancomycin", {"CRCL": 80, "WT": 70, "DIAL": 1.0})
+        assert vanco.status_code == 201 and vanco.json()["covariates"]["DIAL"] == 1
+
+
+def test_every_patient_of_a_drug_has_its_cited_target_unless_the_team_sets_another(api):
+    with api.as_("clin-a") as clinician:
+        models = {m["name"]: m for m in clinician.get("/api/v1/models").json()}
+        for name, quantity, low, high, unit in (("vancomycin", "AUC24", 400, 600, "mg.h/L"), ("warfarin_hamberg", "INR", 2, 3, "{INR}"),
+                                                ("docetaxel_friberg", "ANC nadir", 0.5, 1.5, "10*9/L")):
+            default = models[name]["default_target"]
+            assert (default["quantity"], default["low"], default["high"], default["unit"], default["source"]) == (quantity, low, high, unit, "default")
+            assert default["citation"]
+        patient_id = new_id()
+        created = clinician.post("/api/v1/patients", json={"patient_id": patient_id, "model": "vancomycin",
+                                                           "covariates": {"CRCL": 80, "WT": 70, "DIAL": 0}})
+        assert created.json()["target"]["quantity"] == "AUC24" and created.json()["target"]["source"] == "default"
+        wrong_unit = clinician.put(f"/api/v1/patients/{patient_id}/target", json={"low": 10, "high": 20, "unit": "mg/L"})
+        assert wrong_unit.status_code == 422 and "AUC24" in wrong_unit.json()["detail"]
+        own = clinician.put(f"/api/v1/patients/{patient_id}/target", json={"low": 450, "high": 650, "unit": "mg.h/L"})
+        assert own.json()["target"] == {"quantity": "AUC24", "low": 450, "high": 650, "unit": "mg.h/L", "source": "team",
+                                        "citation": models["vancomycin"]["default_target"]["citation"]}
+        row = next(r for r in clinician.get("/api/v1/triage").json() if r["patient_id"] == patient_id)
+        assert row["risk"] == 1.0 and "no dose" in row["risk_basis"]  # none of these targets is met without the drug

@@ -1,9 +1,9 @@
 """JAX on CPU for these tests, with a persistent compilation cache so that repeated runs do not
 pay XLA compile times again (the cache key includes the jax version and the program).
 
-``MIPD_TEST_JAX_CACHE=0`` turns the cache off. (Two full runs crashed inside jaxlib on
-2026-11-30, once while reading a cached executable back; the cause was the process running
-out of memory mappings, fixed in tests/conftest.py, not the cache.)
+``MIPD_TEST_JAX_CACHE=0`` turns the cache off. A crash inside jaxlib while a cached executable
+is read back is not the cache's fault: the process ran out of memory mappings, which
+tests/conftest.py prevents.
 """
 
 import os

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from assimilation.memory import HUGE_PAGE_TUNABLE, huge_page_environment, huge_page_malloc_available, huge_page_malloc_requested
+from mipdstream.huge_pages import HUGE_PAGE_TUNABLE, huge_page_environment, huge_page_malloc_available, huge_page_malloc_requested
 
 needs_huge_pages = pytest.mark.skipif(not huge_page_malloc_available(), reason="no glibc >= 2.35 with transparent huge pages here")
 

@@ -76,8 +76,9 @@ def test_batch_equals_one_patient_at_a_time(method):
 
 def test_changing_the_number_of_patients_within_a_bucket_does_not_recompile():
     # the step kernels these events may use: all slots (small batches), 0 or 1 slot delivering;
-    # caller's state or donated; with or without the censored likelihood; boluses only or not
-    kernels = [_assimilate_jit(MODEL, slots, donate, censored, boluses) for slots in (None, 0, 1) for donate in (False, True)
+    # caller's state or donated; with or without the censored likelihood; boluses only or not;
+    # no reset or steady-state dose (the cache is keyed on the call's exact arguments)
+    kernels = [_assimilate_jit(MODEL, slots, donate, censored, boluses, False) for slots in (None, 0, 1) for donate in (False, True)
                for censored in (False, True) for boluses in (False, True)]
     events = [Dose(0.0, 300.0), Reading(2.0, 7.0)]
     online.update(online.init(MODEL, [{"WT": 70.0}] * 5, 0, 256, "pf"), [events] * 5)

@@ -103,7 +103,7 @@ def test_columns_are_case_insensitive_and_optional_columns_default(tmp_path):
         (HEADER, [[1, 0, 100, 0, ".", 1, 1, 1, 70], [1, "two", 0, 0, 5, 0, 0, 2, 70]], "row 3: column TIME has 'two'"),
         (HEADER, [[1, 0, 100, 0, ".", 1, 1, 7, 70]], "row 2: column CMT = 7 out of range"),
         (HEADER, [[1, 0, 100, -2, ".", 1, 1, 1, 70]], "row 2: column RATE"),
-        (HEADER, [[1, 0, 100, 0, ".", 3, 1, 1, 70]], "row 2: column EVID = 3"),
+        (HEADER, [[1, 0, 100, 0, ".", 5, 1, 1, 70]], "row 2: column EVID = 5"),
         (HEADER, [[1, 0, 0, 0, "", 0, 0, 2, 70]], "row 2: column DV is empty"),
     ],
 )
@@ -111,3 +111,28 @@ def test_bad_datasets_are_refused_naming_column_and_row(tmp_path, header, rows, 
     path = _write(tmp_path / "bad.csv", rows, header=header)
     with pytest.raises(DatasetError, match=message):
         read_nonmem_csv(path, load_model("one_compartment_oral"))
+
+
+def test_one_step_ahead_log_likelihoods_sum_to_each_patients_marginal_likelihood(tmp_path, capsys):
+    """Σ_k log p(y_k | y_1:k−1) is log p(y_1:n) (prediction error decomposition): each patient's
+    sum of LOGLIK under the particle filter must match its marginal likelihood by importance
+    sampling (assimilation.objective, 20,000 draws, SE ~0.01), an independent computation.
+    Measured: within 0.13 nats for each of the 4 patients (the filter's jittered particles
+    and 4,000 of them); a reading counted twice or left out moves a sum by 1-3 nats."""
+    from assimilation.objective import LOG_2PI, objective
+
+    data = _dataset(tmp_path)
+    model = load_model("one_compartment_oral")
+    out = tmp_path / "pred.csv"
+    summary = replay_command(data, "one_compartment_oral", "pf", out, particles=4000, seed=3)
+    rows = _read_out(out)
+    by_patient: dict = {}
+    for r in rows:
+        by_patient[r["ID"]] = by_patient.get(r["ID"], 0.0) + float(r["LOGLIK"])
+    assert summary["log_lik"] == pytest.approx(sum(by_patient.values()), abs=1e-3)
+    reference = objective(model, read_nonmem_csv(data, model), "importance", samples=20_000, seed=0)
+    for individual in reference.individuals:
+        exact = -0.5 * (individual.value + individual.n_readings * LOG_2PI)
+        assert by_patient[str(individual.id)] == pytest.approx(exact, abs=0.25), individual.id
+    printed = capsys.readouterr().out
+    assert "log-likelihood per patient" in printed and f"{by_patient['1']:.3f}" in printed

@@ -177,7 +177,7 @@ def test_dose_free_2x2_closed_form_matches_expm(dtype, tolerance):
 @pytest.mark.parametrize("relative_gap", [0.0, 1e-5, 1e-4, 1e-3, 1e-2])
 def test_equal_absorption_and_elimination_rates(relative_gap):
     """ka = CL/V makes the oral model's K defective (no eigenvector basis). The modal path, which
-    steps with dose terms take, gave NaN at equality and 0 mg at a 1e-4 gap in float32; with the
+    steps with dose terms take, gives NaN at equality and 0 mg at a 1e-4 gap in float32; with the
     rates moved 3√ε apart its central amounts stay within 1 % of the Bateman solution (written
     without cancellation) after a bolus into the depot, and of solve_ivp for infusions into
     either compartment (0.6 % at worst, measured); its modes stay finite and reproduce K within

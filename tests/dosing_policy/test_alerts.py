@@ -125,3 +125,19 @@ def test_a_persistent_sensor_error_counts_once_per_persistence_time_towards_misf
     # the same stream as independent readings raises after n readings (80 min): the check can fail
     _, independent = _run([_reading(i * CADENCE, p) for i, p in enumerate(one_sided)])
     assert abs([a.time for a in independent if a.kind == Kind.MODEL_MISFIT][0] - (n - 1) * CADENCE) < 1e-9
+
+
+def test_a_suggestion_says_what_happens_under_each_regimen_and_when():
+    event = _assess(10.0, pta=0.12, risk=0.02, gain=0.5)._replace(
+        pta_label="AUC24 in 400-600 mg·h/L", window_label="the next 24 h", lead_h=2.5, recommended_median=505.0, unit="mg*h/L",
+        metric_label="AUC24", median=310.0, later_from_h=24.0, later_pta=0.3, later_recommended_pta=0.7)
+    _, alerts = _run([event])
+    [suggestion] = [a for a in alerts if a.kind == Kind.RECOMMENDATION]
+    text = suggestion.reason
+    assert text.startswith("Suggested from the next dose (in 2.5 h): 1250 mg q12h.")
+    assert "AUC24 in 400-600 mg·h/L is 85% with it (median 505 mg·h/L)" in text
+    assert "12% with the current regimen, 1000 mg q12h (median 310 mg·h/L)" in text
+    assert "From 24 h after that dose on: 70% with the suggestion, 30% without." in text
+    [exposure] = [a for a in alerts if a.kind == Kind.EXPOSURE_OUT_OF_RANGE]
+    assert exposure.reason == ("Under the current regimen (1000 mg q12h), the chance over the next 24 h of AUC24 in 400-600 mg·h/L "
+                               "is only 12% (median AUC24 310 mg·h/L).")

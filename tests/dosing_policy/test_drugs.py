@@ -148,3 +148,24 @@ def test_a_single_chemotherapy_dose_is_taken_to_repeat_at_the_cycle_length():
     pills = [Dose(0.0, 5.0, 0, 0.0), Dose(28.0, 5.0, 0, 0.0)]  # a late evening dose
     assert current_regimen(pills, 30.0, 2.0, True, 24.0, fixed_interval=True).interval == 24.0
     assert current_regimen(pills, 30.0, 2.0, True, 24.0).interval == 28.0
+
+
+def test_the_vancomycin_search_never_offers_more_than_the_daily_cap():
+    from dosing_policy.regimen import VANCOMYCIN_MAX_DAILY_MG, VANCOMYCIN_SPACE, RegimenSpace
+
+    offered = candidate_regimens(POLICIES["vancomycin"].space)
+    assert POLICIES["vancomycin"].space is VANCOMYCIN_SPACE and VANCOMYCIN_MAX_DAILY_MG == 4500.0
+    assert max(r.daily_dose for r in offered) == 4500.0  # e.g. 1500 mg q8h: the cap is reached, not undershot
+    assert max(r.daily_dose for r in candidate_regimens(RegimenSpace())) > 4500.0  # without it the search would go higher
+
+
+def test_a_team_range_becomes_the_search_target_of_the_same_quantity():
+    vanco, warfarin, docetaxel = POLICIES["vancomycin"], POLICIES["warfarin"], POLICIES["docetaxel"]
+    own = vanco.target_for(450.0, 650.0)
+    assert (own.low, own.high, own.toxic_above, own.metric) == (450.0, 650.0, 650.0, vanco.target.metric)
+    valve = warfarin.target_for(2.5, 3.5)  # e.g. a mechanical mitral valve
+    assert (valve.metric.low, valve.metric.high, valve.metric.ceiling, valve.low) == (2.5, 3.5, 4.0, warfarin.target.low)
+    nadir = docetaxel.target_for(1.0, 2.0)
+    assert (nadir.low, nadir.high, nadir.toxic_below) == (1.0, 2.0, 0.5)  # grade 4 stays the risk
+    for policy in (vanco, warfarin, docetaxel):
+        assert policy.clinical.source and policy.clinical.low < policy.clinical.high

@@ -65,4 +65,5 @@ def test_recommendation_from_a_filter_posterior(posterior):
     _, alerts = alert_step(initial_alert_state(), event._replace(gain=0.5, pta=0.1))
     assert {a.kind for a in alerts} >= {Kind.EXPOSURE_OUT_OF_RANGE, Kind.RECOMMENDATION}
     suggestion = next(a for a in alerts if a.kind == Kind.RECOMMENDATION)
-    assert f"from 24 h on: {rec.pta[1]:.0%} vs {rec.current_pta[1]:.0%}" in suggestion.reason
+    assert (f"From 24 h after that dose on: {rec.pta[1]:.0%} with the suggestion, {rec.current_pta[1]:.0%} without"
+            in suggestion.reason)

@@ -163,8 +163,8 @@ def test_reading_published_with_mosquitto_pub(mosquitto, tmp_path):
 def test_every_committed_message_is_acknowledged_so_a_new_session_gets_none_again(mosquitto, protocol, registry, tmp_path):
     # ingest.mqtt.acknowledge writes a batch's PUBACKs in one packet; had any not reached the
     # broker, it would redeliver them to the next connection of the same persistent session.
-    # (Mosquitto only: the embedded amqtt 0.12.1 did not redeliver unacknowledged messages to a
-    # resumed session in 6 s, so it cannot tell; see ingest/broker.py.)
+    # (Mosquitto only: the embedded amqtt 0.12.1 does not redeliver unacknowledged messages to a
+    # resumed session within 6 s, so it cannot tell; see ingest/broker.py.)
     url = mosquitto.url
     store = SqliteStore(tmp_path / "acked.sqlite")
     consumer = IngestConsumer(url, store, registry, protocol=protocol, client_id="ingest-acks").start()

@@ -52,8 +52,8 @@ class _Client:
 
 
 def test_pending_bytes_are_read_although_the_kernel_socket_is_silent():
-    # Before the fix the loop only shortened its select() timeout for pending bytes and then
-    # read nothing, spinning until the next TCP segment (a keep-alive away at low rates).
+    # A loop that only shortens its select() timeout for pending bytes reads nothing and spins
+    # until the next TCP segment arrives (a keep-alive away at low rates).
     ours, theirs = socket.socketpair()
     client = _Client(_TlsLikeSocket(ours))
     loop = SelectLoop(client).start()

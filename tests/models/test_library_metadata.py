@@ -9,7 +9,7 @@ from wire.analytes import ANALYTES, DRUGS
 
 from .helpers import library_model
 
-LIBRARY = ["vancomycin", "vancomycin_thomson", "docetaxel_friberg", "warfarin_hamberg"]
+LIBRARY = ["vancomycin", "vancomycin_thomson", "vancomycin_purwonugroho2012", "docetaxel_friberg", "warfarin_hamberg"]
 
 
 @pytest.mark.parametrize("name", LIBRARY)

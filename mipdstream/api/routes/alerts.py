@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from mipdstream.api.auth import DB, Live, ReadablePatient, Reader, Writer, audit, resource_of
-from mipdstream.api.hub import hub_for
 from mipdstream.api.problems import ProblemError, problem_responses
 from mipdstream.service.state_db import AlertRecord
 
@@ -69,5 +68,5 @@ def acknowledge(alert_id: str, user: Writer, db: DB, live: Live) -> AlertOut:
         raise ProblemError(409, f"alert {alert_id!r} is not open")
     updated = db.alert(alert_id)
     audit(db, user, "acknowledge-alert", f"POST /api/v1/alerts/{alert_id}/acknowledge", alert.patient_id, alert_id=alert_id)
-    hub_for(live).on_alerts([updated])
+    live.events.on_alerts([updated])
     return alert_out(updated)

@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
 from mipdstream.api.auth import DB, SESSION_COOKIE, Admin, CurrentUser, Live, Role, _api_key, _bearer, _cookie, audit
+from mipdstream.api.http_hardening import request_over_tls
 from mipdstream.api.login_guard import LoginGuard
 from mipdstream.api.problems import ProblemError, problem_responses
 from mipdstream.service.state_db import ApiUser
@@ -68,7 +69,7 @@ def login(body: Login, response: Response, request: Request, db: DB, live: Live)
     ttl = int(live.settings.api_session_ttl_s)
     token = db.issue_credential(user.username, "session", ttl_s=ttl)
     response.set_cookie(SESSION_COOKIE, token, max_age=ttl, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path="/")
+                        secure=request_over_tls(request), path="/")
     audit(db, user, "login", "POST /api/v1/auth/token")
     return Token(access_token=token, expires_in=ttl, user=user_out(user))
 

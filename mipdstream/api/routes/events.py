@@ -14,7 +14,6 @@ from fastapi import APIRouter, Header
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from mipdstream.api.auth import DB, Live, Reader, audit
-from mipdstream.api.hub import hub_for
 from mipdstream.api.problems import problem_responses
 
 router = APIRouter(prefix="/api/v1", tags=["live"], responses=problem_responses(401, 403, 422))
@@ -27,7 +26,7 @@ async def events(
     user: Reader, live: Live, db: DB,
     last_event_id: Annotated[str | None, Header(max_length=64, description="Resume after this event id")] = None,
 ) -> AsyncIterable[ServerSentEvent]:
-    hub = hub_for(live)
+    hub = live.events
     keepalive_s = live.settings.api_sse_keepalive_s
     audit(db, user, "subscribe", "GET /api/v1/events", resumed_from=last_event_id)
     seq, pending, reset = hub.after(last_event_id, user.team)

@@ -11,9 +11,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
+from mipdstream.api.forecasting import current_regimen_record
 from mipdstream.api.auth import DB, Live, ReadablePatient, Reader, WritablePatient, Writer, audit, resource_of
-from mipdstream.api.hub import hub_for
 from mipdstream.api.problems import ProblemError, problem_responses
+from mipdstream.service import regimens
 from mipdstream.service.state_db import RecommendationRecord, RegimenRecord
 
 router = APIRouter(prefix="/api/v1", tags=["recommendations"], responses=problem_responses(401, 403, 404, 409, 422))
@@ -23,9 +24,11 @@ Status = Annotated[Literal["open", "accepted", "rejected", "superseded"] | None,
 
 class RegimenIn(BaseModel):
     amount_mg: float = Field(gt=0, le=100_000)
-    interval_h: float = Field(ge=1, le=168, description="Dosing interval, h (at least 1).")
+    interval_h: float = Field(ge=1, le=504, description="Dosing interval, h (at least 1; 504 = every 21 days).")
     duration_h: float = Field(0.0, ge=0, le=24, description="Infusion duration, h (0: bolus).")
     start_s: float | None = Field(None, ge=0, le=4.2e9, description="First dose, epoch s; default now.")
+    loading_amount_mg: float = Field(0.0, ge=0, le=100_000, description="A loading dose as the first dose (0: none).")
+    loading_duration_h: float = Field(0.0, ge=0, le=24, description="Its infusion duration, h (0: the maintenance duration).")
 
 
 class RegimenOut(BaseModel):
@@ -34,7 +37,9 @@ class RegimenOut(BaseModel):
     interval_h: float
     duration_h: float
     start_s: float
-    set_by: str | None = None
+    loading_amount_mg: float = 0.0
+    loading_duration_h: float = 0.0
+    set_by: str | None = Field(None, description="Who set it; 'inferred from the doses given' when nobody did.")
     set_at: float | None = None
     recommendation_id: str | None = None
     description: str
@@ -64,18 +69,14 @@ class Decision(BaseModel):
     reason: str = Field(min_length=1, max_length=2000)
 
 
-def describe(amount_mg: float, interval_h: float, duration_h: float) -> str:
-    over = f" over {duration_h:g} h" if duration_h > 0 else " bolus"
-    return f"{amount_mg:g} mg q{interval_h:g}h{over}"
-
-
 def regimen_out(patient_id: str, r: RegimenRecord | RecommendationRecord) -> RegimenOut:
     is_record = isinstance(r, RegimenRecord)
     return RegimenOut(
         patient_id=patient_id, amount_mg=r.amount_mg, interval_h=r.interval_h, duration_h=r.duration_h, start_s=r.start_s,
+        loading_amount_mg=r.loading_amount_mg, loading_duration_h=r.loading_duration_h,
         set_by=r.set_by if is_record else None, set_at=r.set_at if is_record else None,
         recommendation_id=r.recommendation_id if is_record else None,
-        description=describe(r.amount_mg, r.interval_h, r.duration_h),
+        description=regimens.describe(r),
     )
 
 
@@ -112,28 +113,30 @@ def decide(recommendation_id: str, body: Decision, user: Writer, db: DB, live: L
         raise ProblemError(409, f"recommendation {recommendation_id!r} was already decided")
     if status == "accepted":
         db.set_regimen(RegimenRecord(rec.patient_id, rec.amount_mg, rec.interval_h, rec.duration_h, rec.start_s,
-                                     user.username, now, rec.recommendation_id))
+                                     user.username, now, rec.recommendation_id, rec.loading_amount_mg, rec.loading_duration_h))
     audit(db, user, f"{body.decision}-recommendation", f"POST /api/v1/recommendations/{recommendation_id}/decision",
           rec.patient_id, rec.hash, recommendation_id=recommendation_id, reason=body.reason)
     decided = db.recommendation(recommendation_id)
-    hub_for(live).publish("recommendation", rec.patient_id, {"recommendation_id": recommendation_id, "status": status,
+    live.events.publish("recommendation", rec.patient_id, {"recommendation_id": recommendation_id, "status": status,
                                                              "decided_by": user.username})
     return recommendation_out(decided)
 
 
-@router.get("/patients/{patient_id}/regimen", response_model=RegimenState, summary="Current regimen and its history")
-def get_regimen(patient: ReadablePatient, db: DB) -> RegimenState:
+@router.get("/patients/{patient_id}/regimen", response_model=RegimenState,
+            summary="Current regimen (set by the team after the last dose, else the one the doses given follow) and the history of those set")
+def get_regimen(patient: ReadablePatient, db: DB, live: Live) -> RegimenState:
     history = [regimen_out(patient.patient_id, r) for r in db.regimens(patient.patient_id)]
-    return RegimenState(current=history[0] if history else None, history=history)
+    current = current_regimen_record(live, patient)
+    return RegimenState(current=None if current is None else regimen_out(patient.patient_id, current), history=history)
 
 
 @router.put("/patients/{patient_id}/regimen", response_model=RegimenOut, summary="Set the regimen by hand")
 def set_regimen(body: RegimenIn, patient: WritablePatient, user: Writer, db: DB, live: Live) -> RegimenOut:
     now = time.time()
     record = RegimenRecord(patient.patient_id, body.amount_mg, body.interval_h, body.duration_h, body.start_s or now,
-                           user.username, now)
+                           user.username, now, None, body.loading_amount_mg, body.loading_duration_h)
     db.set_regimen(record)
     audit(db, user, "set-regimen", f"PUT /api/v1/patients/{patient.patient_id}/regimen", patient.patient_id,
-          regimen=describe(body.amount_mg, body.interval_h, body.duration_h))
-    hub_for(live).publish("regimen", patient.patient_id, {"description": describe(body.amount_mg, body.interval_h, body.duration_h)})
+          regimen=regimens.describe(record))
+    live.events.publish("regimen", patient.patient_id, {"description": regimens.describe(record)})
     return regimen_out(patient.patient_id, record)

@@ -14,7 +14,6 @@ from pydantic import BaseModel, Field, model_validator
 
 from ingest.records import Batch, StoredDose
 from mipdstream.api.auth import DB, Live, ReadablePatient, WritablePatient, Writer, audit
-from mipdstream.api.hub import hub_for
 from mipdstream.api.problems import ProblemError, problem_responses
 
 router = APIRouter(prefix="/api/v1", tags=["readings and doses"], responses=problem_responses(401, 403, 404, 422))
@@ -100,7 +99,7 @@ def add_dose(body: DoseIn, patient: WritablePatient, user: Writer, live: Live, d
     batch = Batch(doses=[dose])
     live.ingest.store.write(batch)
     live.assimilator.submit(batch, now)
-    hub_for(live).on_commit(batch, now)
+    live.events.on_commit(batch, now)
     audit(db, user, "record-dose", f"POST /api/v1/patients/{patient.patient_id}/doses", patient.patient_id,
           dose_id=dose.dose_id, amount_mg=dose.amount_mg, given_at=dose.given_at)
     return dose_out(dose)

@@ -33,6 +33,10 @@ function when(epochS) {
   return epochS == null ? "" : new Date(epochS * 1000).toLocaleString();
 }
 
+// UCUM codes as a clinician reads them.
+const UNITS = { "mg*h/L": "mg·h/L", "mg.h/L": "mg·h/L", "10*9/L": "×10⁹/L", "{INR}": "", "1": "", "a": "years" };
+function unitText(unit) { return unit in UNITS ? UNITS[unit] : (unit ?? ""); }
+
 async function header() {
   const me = await api("/auth/me");
   document.getElementById("who").textContent = `${me.username} (${me.role}, ${me.team ?? me.vendor ?? ""})`;

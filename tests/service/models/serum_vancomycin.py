@@ -11,4 +11,5 @@ model = Model(
     dynamics=base.dynamics,
     compartments=base.compartments,
     analytes=(Analyte("serum", serum.predict, serum.error, lloq=serum.lloq, unit="mg/L", code="20578-1"),),
+    covariates=base.covariates,
 )

@@ -1,4 +1,4 @@
-"""Live updates for the SSE stream: new readings and doses, posterior updates, alerts and
+"""Live updates for the dashboard's event stream (SSE): new readings and doses, posterior updates, alerts and
 decisions, each with an id ``<boot>-<seq>`` so a reconnecting client resumes after the last
 one it saw (``Last-Event-ID``). The last :data:`KEEP` events stay in memory; a client whose
 id is from another boot or too old gets a ``reset`` event (reload everything)."""
@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ingest.records import Batch
-from mipdstream.service.recommendations import recommendation_sink
-from mipdstream.service.live import LiveService
 from mipdstream.service.state_db import AlertRecord, ServiceDB
 from mipdstream.service.summaries import LEVELS, PosteriorSummary
 
@@ -107,16 +105,11 @@ class EventHub:
                                                      "levels": list(LEVELS), "quantiles": list(s.quantiles)})
 
 
-def hub_for(live: LiveService) -> EventHub:
-    """The one hub of a live service (created and wired on first use)."""
-    hub = getattr(live, "_api_event_hub", None)
-    if hub is None:
-        hub = EventHub(live.db)
-        live.ingest.consumer.on_commit(hub.on_commit)
-        live.assimilator.add_sink(hub.on_alerts)
-        live.assimilator.add_summary_sink(hub.on_summaries)
-        live.assimilator.add_summary_sink(live.db.add_summaries)
-        live.assimilator.add_sink(recommendation_sink(live.db, lambda rec: hub.publish(
-            "recommendation", rec.patient_id, {"recommendation_id": rec.recommendation_id, "status": rec.status})))
-        live._api_event_hub = hub
+def follow(hub: EventHub, consumer, assimilator) -> EventHub:
+    """Feed ``hub`` from what the service commits (readings, doses), raises (alerts) and
+    summarises (posteriors). ``consumer``: anything with ``on_commit``; ``assimilator``: with
+    ``add_sink`` and ``add_summary_sink``."""
+    consumer.on_commit(hub.on_commit)
+    assimilator.add_sink(hub.on_alerts)
+    assimilator.add_summary_sink(hub.on_summaries)
     return hub

@@ -1,4 +1,4 @@
-"""Process setting for large batches: glibc's malloc asked for transparent huge pages.
+"""Process setting for large filter batches: glibc's malloc asked for transparent huge pages.
 
 XLA's CPU runtime takes each kernel's temporaries from ``malloc``: at 10,000 patients × 1,000
 particles a particle-filter step uses 0.5-1 GB of them, a resampling of every patient 0.5 GB.
@@ -9,6 +9,9 @@ kernel time per run, more than the 1.9-2.2 s of user time. With glibc's ``glibc.
 tunable, malloc marks its mappings for transparent huge pages: a fault then maps 2 MiB,
 and at 10,000 patients the benchmark's runs took 0.7-0.9 of the time (docs/BENCHMARKS.md).
 
+It reads the process environment and the kernel's setting under /sys, so it lives in the
+service's shell, not in the pure numerics of ``assimilation``.
+
 Two alternatives were measured and not taken. Keeping freed memory in the heap (``mallopt``:
 one arena, no ``mmap`` chunks, no trim) removes the faults altogether and was faster still,
 but small long-lived allocations split the freed holes: 2.1-2.8 GB peak resident where the
@@ -18,8 +21,8 @@ CPU time per step.
 
 A tunable is read when the process starts, so it must be in the environment of the process
 that runs JAX: :func:`huge_page_environment` adds it to an environment, the ``mipd`` command
-restarts itself with it (``mipdstream.runtime``), and the assimilation benchmark starts its
-measuring processes with it.
+restarts itself with it (``mipdstream.runtime.restart_with_huge_page_malloc``), and the
+assimilation benchmark starts its measuring processes with it.
 """
 
 from __future__ import annotations
