@@ -33,10 +33,10 @@ def _page(name: str) -> FileResponse:
 def _signed_in_page(request: Request, name: str) -> Response:
     """The page for a valid session; otherwise a redirect to the login page, answered here so
     that a signed-out browser never sees (or logs) a 401 from the page's first API call."""
-    from mipdstream.api.auth import SESSION_COOKIE
+    from mipdstream.api.auth import SESSION_COOKIE, get_db
 
     secret = request.cookies.get(SESSION_COOKIE)
-    if not secret or request.app.state.live.db.user_for_secret(secret) is None:
+    if not secret or get_db(request).user_for_secret(secret) is None:
         return RedirectResponse(f"/dashboard/login?next={quote(request.url.path)}", status_code=303)
     return _page(name)
 
