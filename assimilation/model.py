@@ -48,6 +48,8 @@ class Analyte:
 
     ``code`` is the wire contract's analyte code (LOINC or x-mipd-, see wire/analytes.py)
     whose readings this analyte explains; ``unit`` must be that code's canonical unit.
+    ``equivalent_codes`` are other codes for the same quantity in the same unit, read as this
+    analyte too (a point-of-care INR, LOINC 34714-6, beside the laboratory's 6301-6).
     """
 
     name: str
@@ -68,6 +70,16 @@ class Analyte:
     sensor: Optional[Sensor] = None
     """The states and parameters of the device that reads this analyte (e.g. a wearable's
     calibration gain and drift), restarted by a ``SensorChange``; None: nothing to restart."""
+    equivalent_codes: tuple[str, ...] = ()
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        """Every wire code this analyte explains, its own ``code`` first."""
+        return ((self.code,) if self.code else ()) + tuple(self.equivalent_codes)
+
+    def reads(self, code: str) -> bool:
+        """Whether a reading with wire analyte ``code`` (or this analyte's name) observes this analyte."""
+        return code == self.name or code in self.codes
 
 
 @dataclass(frozen=True, eq=False)

@@ -170,7 +170,8 @@ model = Model(
     population=population,
     dynamics=OdeCompartments(3 + N_CHAIN1 + 1, vector_field, rtol=1e-5, atol=1e-8),
     compartments=("depot", "central", "peripheral", *[f"transit{i + 1}" for i in range(N_CHAIN1)], "slow"),
-    analytes=(Analyte("inr", inr, LogNormal(0.10), unit="{INR}", code="6301-6"),),
+    analytes=(Analyte("inr", inr, LogNormal(0.10), unit="{INR}", code="6301-6",
+                   equivalent_codes=("34714-6",)),),
     bioavailability=bioavailability,
     dose_compartment=0,
     covariates=COVARIATE_TYPES,
@@ -181,7 +182,7 @@ model = Model(
 # --------------------------------------------------------------- metadata (not in the Model API)
 
 ANALYTE_CODES = {analyte.name: analyte.code for analyte in model.analytes}
-"""Analyte name -> wire code; a point-of-care meter may report LOINC 34714-6 (same unit {INR})."""
+"""Analyte name -> laboratory wire code; a point-of-care meter's LOINC 34714-6 is read as the same INR."""
 
 COVARIATES = {c.name: c.description for c in model.covariates}
 

@@ -112,7 +112,7 @@ def _levels(model, db, patient, readings, doses, hours, labels, start_s, end_s) 
     for analyte in model.analytes:
         code = analyte.code or analyte.name
         points = [(hours(e), q) for a, _, e, q in history if a == code and start_s <= e <= end_s]
-        mine = [r for r in readings if r.analyte == code]
+        mine = [r for r in readings if analyte.reads(r.analyte)]
         x = [p[0] for p in points]
         q = np.asarray([p[1] for p in points]).reshape(-1, 5)
         chart = svg.chart(
@@ -129,7 +129,7 @@ def _levels(model, db, patient, readings, doses, hours, labels, start_s, end_s) 
 
 def _records(model, db, patient, doses, readings, in_period) -> str:
     # a wearable's readings (every few minutes) are in the level charts; the table lists the others
-    worn = {a.code or a.name for a in model.analytes if a.sensor is not None}
+    worn = {code for a in model.analytes if a.sensor is not None for code in (a.name, *a.codes)}
     dose_rows = [[_e(_when(d.given_at)), f"{d.amount_mg:g} mg", _e(d.route), _e(f"{(d.duration_s or 0) / 3600:g} h"),
                   _e(d.status), _e(d.device_id)] for d in doses]
     level_rows = [[_e(_when(r.measured_at)), _e(r.analyte), f"{r.value:g} {_e(display_unit(r.unit))}", _e(r.device_id)]

@@ -20,10 +20,10 @@ from mipdstream.service.timeline import TimelineEvent
 def analyte_of(model: Model, code: str) -> int | None:
     """Index of the model analyte that a wire analyte code observes, or None.
 
-    A model analyte matches by its ``code`` attribute (LOINC / x-mipd- code) or its name.
+    A model analyte matches by its codes (LOINC / x-mipd-, ``Analyte.codes``) or its name.
     """
     for i, analyte in enumerate(model.analytes):
-        if code in (getattr(analyte, "code", None), analyte.name):
+        if analyte.reads(code):
             return i
     return None
 

@@ -123,8 +123,9 @@ def test_accepting_a_recommendation_changes_the_regimen_and_is_audited_with_its_
         assert clinician.post(f"/api/v1/recommendations/{rejected.recommendation_id}/decision",
                               json={"decision": "reject", "reason": "renal function improving"}).json()["status"] == "rejected"
         assert clinician.get(f"/api/v1/patients/{patient_id}/regimen").json()["current"]["amount_mg"] == 1250
-        assert clinician.post(f"/api/v1/recommendations/{accepted.recommendation_id}/decision",
-                              json={"decision": "reject", "reason": "changed my mind"}).status_code == 409
+        again = clinician.post(f"/api/v1/recommendations/{accepted.recommendation_id}/decision",
+                               json={"decision": "reject", "reason": "changed my mind"})
+        assert again.status_code == 409 and "it was already accepted" in again.json()["detail"]
         statuses = {r["recommendation_id"]: r["status"] for r in clinician.get(f"/api/v1/patients/{patient_id}/recommendations").json()}
         assert statuses[accepted.recommendation_id] == "accepted" and statuses[rejected.recommendation_id] == "rejected"
         team_accepted = [r["recommendation_id"] for r in clinician.get("/api/v1/recommendations", params={"status": "accepted"}).json()]

@@ -40,6 +40,8 @@ def test_a_recommendation_alert_opens_a_recommendation_and_supersedes_the_older_
     assert recs["a2"]["regimen"]["loading_amount_mg"] == 2500 and recs["a2"]["regimen"]["loading_duration_h"] == 4.5
     assert recs["a2"]["regimen"]["description"] == "load 2500 mg over 4.5 h, then 1500 mg q12h over 1.5 h"
     with api.as_("clin-a") as clinician:
+        stale = clinician.post("/api/v1/recommendations/a1/decision", json={"decision": "accept", "reason": "agree"})
+        assert stale.status_code == 409 and "a newer recommendation replaced it" in stale.json()["detail"]
         clinician.post("/api/v1/recommendations/a2/decision", json={"decision": "accept", "reason": "agree"}).raise_for_status()
         current = clinician.get(f"/api/v1/patients/{patient_id}/regimen").json()["current"]
     assert current["loading_amount_mg"] == 2500 and current["recommendation_id"] == "a2"

@@ -110,7 +110,9 @@ def decide(recommendation_id: str, body: Decision, user: Writer, db: DB, live: L
     status = "accepted" if body.decision == "accept" else "rejected"
     now = time.time()
     if not db.decide_recommendation(recommendation_id, status, user.username, body.reason, now):
-        raise ProblemError(409, f"recommendation {recommendation_id!r} was already decided")
+        now_status = db.recommendation(recommendation_id).status
+        why = "a newer recommendation replaced it" if now_status == "superseded" else f"it was already {now_status}"
+        raise ProblemError(409, f"recommendation {recommendation_id!r} is no longer open: {why}")
     if status == "accepted":
         db.set_regimen(RegimenRecord(rec.patient_id, rec.amount_mg, rec.interval_h, rec.duration_h, rec.start_s,
                                      user.username, now, rec.recommendation_id, rec.loading_amount_mg, rec.loading_duration_h))

@@ -44,7 +44,8 @@ function band(x, low, high, color, name, group) {
 }
 
 function analyteReadings(analyte) {
-  return state.readings.filter(r => r.analyte === analyte.code || r.analyte === analyte.name);
+  const codes = [analyte.name, ...(analyte.codes || [])];
+  return state.readings.filter(r => codes.includes(r.analyte));
 }
 
 function chartRange() {
