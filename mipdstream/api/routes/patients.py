@@ -118,6 +118,10 @@ class AnalyteOut(BaseModel):
     codes: list[str] = Field(default_factory=list, description="Every wire code read as this analyte, ``code`` first "
                              "(e.g. point-of-care INR 34714-6 beside laboratory 6301-6).")
 
+    @classmethod
+    def of(cls, analyte) -> "AnalyteOut":
+        return cls(name=analyte.name, unit=analyte.unit, code=analyte.code, codes=list(analyte.codes))
+
 
 class ModelOut(BaseModel):
     name: str
@@ -155,7 +159,7 @@ def model_out(name: str, spec: str) -> ModelOut:
     if not declared:  # a quick user model: the covariates its effects name, untyped
         declared = [CovariateOut(name=n, type="continuous") for n in model.covariate_names]
     return ModelOut(name=name, drug=targets.drug_of(spec), covariates=declared,
-                    analytes=[AnalyteOut(name=a.name, unit=a.unit, code=a.code, codes=list(a.codes)) for a in model.analytes],
+                    analytes=[AnalyteOut.of(a) for a in model.analytes],
                     default_target=target_out(None, spec))
 
 

@@ -118,7 +118,7 @@ def get_posterior(patient: ReadablePatient, live: Live, db: DB) -> PosteriorOut:
         patient_id=patient.patient_id, source="prior" if time_h is None else "posterior", time_h=time_h,
         epoch_s=None if time_h is None else patient.origin_s + 3600 * time_h, method=posterior.method, levels=LEVELS,
         parameters=quantiles, parameter_table=table,
-        analytes=[AnalyteOut(name=a.name, unit=a.unit, code=a.code, codes=list(a.codes)) for a in model.analytes],
+        analytes=[AnalyteOut.of(a) for a in model.analytes],
         history=[SummaryPoint(analyte=a, analyte_name=names.get(a, a), time_h=t, epoch_s=e, quantiles=q)
                  for a, t, e, q in db.summaries(patient.patient_id)],
     )
