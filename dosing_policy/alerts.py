@@ -100,7 +100,7 @@ class AssessmentEvent(NamedTuple):
     recommended_pta: float | None = None
     gain: float = 0.0  # expected-utility gain of switching
     record: Any = None
-    risk_condition: str = ""  # what the risk is the probability of, e.g. "exceeds 600" (default: exceeds ``high``)
+    risk_condition: str = ""  # what the risk is the probability of, a clause, e.g. "auc24 exceeds 600" (default: <metric> exceeds ``high``)
     later_from_h: float | None = None  # start of the last window the choice also weighed (h after ``time``), if any
     later_pta: float | None = None  # the current regimen's PTA in that window
     later_recommended_pta: float | None = None  # the suggested regimen's PTA in that window
@@ -225,10 +225,10 @@ def _on_reading(s: _Step, e: ReadingEvent) -> None:
 def _on_assessment(s: _Step, e: AssessmentEvent) -> None:
     p = s.policy
     outside = 1.0 - e.pta
-    condition = e.risk_condition or f"exceeds {e.high:g}"
+    condition = e.risk_condition or f"{e.metric} exceeds {e.high:g}"
     in_range = e.pta_label or f"{e.metric} in {e.low:g}-{e.high:g}"
     numbers = {"metric": e.metric, "pta": e.pta, "risk": e.risk, "median": e.median, "low": e.low, "high": e.high, "current": e.current,
-               "unit": e.unit, "pta_label": in_range, "window": e.window_label}
+               "unit": e.unit, "pta_label": in_range, "risk_label": condition, "window": e.window_label}
     s.condition(
         Kind.EXPOSURE_OUT_OF_RANGE, "patient", outside >= p.out_of_range_enter, outside <= p.out_of_range_exit,
         Severity.CRITICAL if outside >= p.out_of_range_critical else Severity.WARNING, numbers,
@@ -239,8 +239,8 @@ def _on_assessment(s: _Step, e: AssessmentEvent) -> None:
     s.condition(
         Kind.TOXICITY_RISK, "patient", e.risk >= p.toxicity_enter, e.risk <= p.toxicity_exit,
         Severity.CRITICAL if e.risk >= p.toxicity_critical else Severity.WARNING, numbers,
-        f"{e.risk:.0%} probability that {e.metric} {condition} over {e.window_label} under the current regimen ({e.current}).",
-        f"Probability that {e.metric} {condition} fell to {e.risk:.0%}.",
+        f"{e.risk:.0%} probability that {condition} over {e.window_label} under the current regimen ({e.current}).",
+        f"Probability that {condition} fell to {e.risk:.0%}.",
     )
     if e.recommended is not None:
         s.condition(

@@ -88,7 +88,7 @@ class DrugPolicy(NamedTuple):
 
 WARFARIN_TTR = Target(TimeInRangeBelowCeiling(2.0, 3.0, 4.0, window=168.0), 0.65, 1.0, analyte="inr", toxic_below=0.0,
                       source="INR 2-3: Ageno W et al. Chest 2012;141:e44S-e88S; TTR >= 65 %: NICE CG180 (2014)",
-                      risk_label="rises above INR 4 within the week")
+                      risk_label="INR rises above 4 within the week")
 DOCETAXEL_NADIR = Target(Nadir(window=504.0), 0.5, 1.5, analyte="anc", toxic_below=0.5,
                          source="CTCAE v5.0 neutropenia grades; grade 4 = ANC < 0.5 x 10^9/L")
 

@@ -142,7 +142,7 @@ class Target(NamedTuple):
     analyte: int | str = 0
     source: str = ""
     toxic_below: float | None = None  # e.g. an ANC nadir below the grade 4 limit
-    risk_label: str = ""  # what the risk is the probability of, in words (default: "exceeds <toxic_above>")
+    risk_label: str = ""  # what the risk is the probability of, a clause (default: "<metric> exceeds <toxic_above>")
 
 
 RYBAK_2020 = "Rybak MJ et al. Am J Health Syst Pharm 2020;77:835-864 (ASHP/IDSA/PIDS/SIDP), MIC 1 mg/L"

@@ -237,7 +237,8 @@ def assessment_event(recommendation: Recommendation, time: float, target: Target
         current_pta = rec.current_pta if rec.current is not None else rec.pta
         later = dict(later_from_h=float(rec.evaluation.windows[-1]), later_pta=current_pta[-1], later_recommended_pta=rec.pta[-1])
     return AssessmentEvent(float(time), target.metric.name, target.low, target.high, pta, risk, median, current,
-                           rec.regimen.describe(), rec.pta[window], rec.gain, rec.record, target.risk_label or " or ".join(conditions),
+                           rec.regimen.describe(), rec.pta[window], rec.gain, rec.record,
+                           target.risk_label or f"{target.metric.name} " + " or ".join(conditions),
                            **later, pta_label=describe_pta(target), window_label=describe_window(target.metric.window),
                            lead_h=float(lead_h), recommended_median=rec.median[window], unit=target.metric.unit,
                            metric_label=describe_metric(target))

@@ -7,6 +7,9 @@ page's request or any other browser console error, an empty chart, a triage row 
 risk, or a patient page without its parts. It accepts one recommendation and rejects another
 in the browser and checks the audit log and the regimen; every patient's printable report
 renders (with its charts) for every drug. Screenshots go to test-output/acceptance/.
+
+With ``MIPD_ACCEPTANCE_URL`` and ``MIPD_ACCEPTANCE_PASSWORD`` set it walks a demo already
+running (``make demo`` in a fresh clone, as the README tells a newcomer) instead of starting one.
 """
 
 from __future__ import annotations
@@ -91,9 +94,19 @@ class Demo:
         self.log.close()
 
 
+class RunningDemo:
+    """A demo someone else started (``make demo`` in a fresh clone): walked, not stopped."""
+
+    def __init__(self, url: str, password: str):
+        self.url, self.password = url.rstrip("/"), password
+
+
 @pytest.fixture(scope="module")
 def demo():
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("MIPD_ACCEPTANCE_URL"):  # walk a demo the newcomer started by hand
+        yield RunningDemo(os.environ["MIPD_ACCEPTANCE_URL"], os.environ["MIPD_ACCEPTANCE_PASSWORD"])
+        return
     # a stable data directory: the demo clears its stores but keeps the compiled kernels
     running = Demo(Path(tempfile.gettempdir()) / "mipdstream-acceptance-demo")
     try:

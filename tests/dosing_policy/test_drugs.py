@@ -132,12 +132,18 @@ def test_a_risk_below_the_range_is_worded_as_such_in_the_toxicity_alert():
 
     rec = Recommendation(Regimen(60.0, 504.0, 1.0), 0.5, (0.6,), (0.4,), (0.7,), None, None, None, None, None, None)
     event = assessment_event(rec, 10.0, DOCETAXEL.target)
-    assert event.risk_condition == "falls below 0.5" and event.later_from_h is None  # one window: nothing later to show
+    assert event.risk_condition == "nadir falls below 0.5" and event.later_from_h is None  # one window: nothing later to show
     _, alerts = alert_step(initial_alert_state(), event)
     toxicity = [a for a in alerts if a.kind == Kind.TOXICITY_RISK]
     assert len(toxicity) == 1 and "nadir falls below 0.5" in toxicity[0].reason and "exceeds" not in toxicity[0].reason
     vancomycin = assessment_event(rec._replace(risk=(0.4,)), 10.0, POLICIES["vancomycin"].target)
-    assert vancomycin.risk_condition == "exceeds 600"
+    assert vancomycin.risk_condition == "auc24 exceeds 600"
+    # warfarin's metric is time in range, its risk is of the INR itself: the target names the clause whole
+    warfarin = assessment_event(rec._replace(risk=(0.4,)), 10.0, POLICIES["warfarin"].target)
+    _, alerts = alert_step(initial_alert_state(), warfarin)
+    [toxicity] = [a for a in alerts if a.kind == Kind.TOXICITY_RISK]
+    assert toxicity.reason.startswith("40% probability that INR rises above 4 within the week over")
+    assert toxicity.numbers["risk_label"] == "INR rises above 4 within the week"
 
 
 def test_a_single_chemotherapy_dose_is_taken_to_repeat_at_the_cycle_length():

@@ -196,7 +196,7 @@ function drawRecommendation() {
       ${d.later_from_h != null ? `<tr><th>From +${d.later_from_h} h: suggested / current</th><td>${percent(d.later_recommended_pta)} / ${percent(d.later_pta)}</td><td></td></tr>` : ""}
     </tbody></table>
     <p class="rationale">${esc(open.rationale)}</p>
-    <p class="muted">Risk under the current regimen: ${percent(d.risk)} · recommendation ${esc(open.hash.slice(0, 12))}</p>
+    <p class="muted">Toxicity risk under the current regimen: P(${esc(d.risk_label || "above the target")}) ${percent(d.risk)} · recommendation ${esc(open.hash.slice(0, 12))}</p>
     <input type="text" class="reason" placeholder="comment (required)" data-id="${esc(open.recommendation_id)}">
     <button class="action accept" data-id="${esc(open.recommendation_id)}">Accept</button>
     <button class="action reject" data-id="${esc(open.recommendation_id)}">Reject</button>
