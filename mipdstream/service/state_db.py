@@ -595,7 +595,7 @@ class RecommendationRecord:
     rationale: str
     hash: str = ""
     details: dict[str, Any] = field(default_factory=dict)
-    status: str = "open"  # open | accepted | rejected | superseded
+    status: str = "open"  # open | accepted | rejected | superseded | withdrawn
     decided_by: str | None = None
     decided_at: float | None = None
     reason: str | None = None

@@ -260,7 +260,7 @@ def decide_in_the_browser(browser, demo: Demo, client: httpx.Client, rows: list[
 def decide_on_the_page(browser, demo: Demo, client: httpx.Client, patient_id: str, button: str, comment: str) -> dict:
     """Decide on the proposal the patient page shows, as a pharmacist would; the decided
     recommendation as the API then gives it. The live policy may replace a proposal while it is
-    read (the page then says so, with a 409); the decision is then made on the new one."""
+    read, or withdraw it (the page then says so, with a 409); the decision is then made on the new one."""
     from selenium.webdriver.common.by import By
 
     status = "accepted" if button == "accept" else "rejected"
@@ -280,7 +280,8 @@ def decide_on_the_page(browser, demo: Demo, client: httpx.Client, patient_id: st
         if outcome == "done":
             assert console_errors(browser) == []
             return next(r for r in client.get(f"/api/v1/patients/{patient_id}/recommendations").json() if r["recommendation_id"] == rec_id)
-        assert "a newer recommendation replaced it" in outcome, outcome  # only the live race may refuse a decision
+        # only the live race may refuse a decision: a newer proposal replaced it, or the policy withdrew it
+        assert "a newer recommendation replaced it" in outcome or "withdrew it" in outcome, outcome
         console_errors(browser)  # the 409 of that race, shown on the page
         browser.refresh()
     raise AssertionError(f"{patient_id}: every proposal was replaced before it could be decided")

@@ -46,3 +46,25 @@ def test_a_recommendation_alert_opens_a_recommendation_and_supersedes_the_older_
         current = clinician.get(f"/api/v1/patients/{patient_id}/regimen").json()["current"]
     assert current["loading_amount_mg"] == 2500 and current["recommendation_id"] == "a2"
     assert recs["a2"]["details"]["provenance"]["data_hash"] == "cd" * 32 and len(recs["a2"]["hash"]) == 64
+
+
+def test_a_cleared_recommendation_alert_withdraws_the_open_recommendation(api):
+    """The policy stops recommending (the current regimen is now about as good): the proposal it
+    made is withdrawn, so a clinician cannot accept a stale one; a later alert opens a new one."""
+    patient_id, _ = api.serum_patient()
+    sink = recommendation_sink(api.live.db, lambda rec: None)
+    sink([policy_alert(patient_id, "b1", Regimen(1000.0, 12.0, 1.0))])
+    cleared = policy_alert(patient_id, "b1-cleared", Regimen(1000.0, 12.0, 1.0), time_h=30.0)
+    sink([AlertRecord(cleared.alert_id, patient_id, cleared.kind, "info", time.time(), 30.0,
+                      "The current regimen is now about as good as the suggestion.", cleared.details, status="cleared")])
+    with api.as_("clin-a") as clinician:
+        recs = {r["recommendation_id"]: r for r in clinician.get(f"/api/v1/patients/{patient_id}/recommendations").json()}
+        assert recs["b1"]["status"] == "withdrawn" and "b1-cleared" not in recs  # a cleared alert opens nothing
+        refused = clinician.post("/api/v1/recommendations/b1/decision", json={"decision": "accept", "reason": "agree"})
+        assert refused.status_code == 409 and "the dosing policy withdrew it" in refused.json()["detail"]
+        current = clinician.get(f"/api/v1/patients/{patient_id}/regimen").json()["current"] or {}
+        assert current.get("recommendation_id") != "b1"
+    sink([policy_alert(patient_id, "b2", Regimen(1500.0, 12.0, 1.5), time_h=48.0)])
+    with api.as_("clin-a") as clinician:
+        statuses = {r["recommendation_id"]: r["status"] for r in clinician.get(f"/api/v1/patients/{patient_id}/recommendations").json()}
+    assert statuses == {"b1": "withdrawn", "b2": "open"}

@@ -19,7 +19,7 @@ from mipdstream.service.state_db import RecommendationRecord, RegimenRecord
 
 router = APIRouter(prefix="/api/v1", tags=["recommendations"], responses=problem_responses(401, 403, 404, 409, 422))
 
-Status = Annotated[Literal["open", "accepted", "rejected", "superseded"] | None, Query()]
+Status = Annotated[Literal["open", "accepted", "rejected", "superseded", "withdrawn"] | None, Query()]
 
 
 class RegimenIn(BaseModel):
@@ -58,7 +58,7 @@ class RecommendationOut(BaseModel):
     rationale: str
     hash: str = Field(description="sha256 of what was proposed; cited in the audit log.")
     details: dict[str, Any]
-    status: Literal["open", "accepted", "rejected", "superseded"]
+    status: Literal["open", "accepted", "rejected", "superseded", "withdrawn"]
     decided_by: str | None
     decided_at: float | None
     reason: str | None
@@ -100,6 +100,11 @@ def patient_recommendations(patient: ReadablePatient, db: DB, status: Status = N
     return [recommendation_out(r) for r in db.recommendations(patient.patient_id, status)]
 
 
+# why a decision is refused, by the status the recommendation has instead of open
+NOT_OPEN_ANY_MORE = {"superseded": "a newer recommendation replaced it",
+                     "withdrawn": "the dosing policy withdrew it (the current regimen is now about as good)"}
+
+
 @router.post("/recommendations/{recommendation_id}/decision", response_model=RecommendationOut,
              summary="Accept (changes the regimen) or reject a recommendation, with a reason")
 def decide(recommendation_id: str, body: Decision, user: Writer, db: DB, live: Live) -> RecommendationOut:
@@ -111,7 +116,7 @@ def decide(recommendation_id: str, body: Decision, user: Writer, db: DB, live: L
     now = time.time()
     if not db.decide_recommendation(recommendation_id, status, user.username, body.reason, now):
         now_status = db.recommendation(recommendation_id).status
-        why = "a newer recommendation replaced it" if now_status == "superseded" else f"it was already {now_status}"
+        why = NOT_OPEN_ANY_MORE.get(now_status, f"it was already {now_status}")
         raise ProblemError(409, f"recommendation {recommendation_id!r} is no longer open: {why}")
     if status == "accepted":
         db.set_regimen(RegimenRecord(rec.patient_id, rec.amount_mg, rec.interval_h, rec.duration_h, rec.start_s,
