@@ -19,7 +19,8 @@ from mipdstream.service.state_db import RecommendationRecord, RegimenRecord
 
 router = APIRouter(prefix="/api/v1", tags=["recommendations"], responses=problem_responses(401, 403, 404, 409, 422))
 
-Status = Annotated[Literal["open", "accepted", "rejected", "superseded", "withdrawn"] | None, Query()]
+RecommendationStatus = Literal["open", "accepted", "rejected", "superseded", "withdrawn"]
+Status = Annotated[RecommendationStatus | None, Query()]
 
 
 class RegimenIn(BaseModel):
@@ -58,7 +59,7 @@ class RecommendationOut(BaseModel):
     rationale: str
     hash: str = Field(description="sha256 of what was proposed; cited in the audit log.")
     details: dict[str, Any]
-    status: Literal["open", "accepted", "rejected", "superseded", "withdrawn"]
+    status: RecommendationStatus
     decided_by: str | None
     decided_at: float | None
     reason: str | None
